@@ -1,0 +1,22 @@
+"""thinlink: the build side of thinlink + hotpatch.
+
+A function-level incremental compiler for Python. Layers, bottom up:
+
+- `sources`: finding a project's module files; `compiler`: compiling modules and
+  fragments, deriving units; `units`: the data (segments, units, module records);
+- `cache`: the content-addressed store; `manifest`: builds and refs;
+- `rebuild`: one module, whole or only what an edit touched; `build`: a project;
+- `image`, `runner`: running a program from a build; `cli`: the `thinlink` command.
+
+The public API is `Project` (below) and the exceptions in `thinlink.errors`.
+"""
+
+import sys as _sys
+
+# Taken before anything else is imported, so `thinlink run` can tell the modules the
+# interpreter started with from those this tool imported (see runner.py).
+_STARTUP_MODULES = frozenset(_sys.modules)
+
+from .project import Project  # noqa: E402
+
+__all__ = ["Project"]

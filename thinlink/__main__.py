@@ -1,0 +1,3 @@
+from thinlink.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""The content-addressed store of compiled code (the only module importing diskcache).
+
+Keys name content, never time: a module version is its path and source digest, a
+fragment is its text digest and position. Every key carries the interpreter's tag
+(cache tag and bytecode magic), so Pythons sharing one cache never mix.
+
+Promises, each resting on diskcache's SQLite transactions:
+- `get`/`put` are atomic; two builds may share one cache at once.
+- A build killed half-way leaves the cache usable: a value lands whole or not at all.
+- An entry whose checksum does not match is dropped and reported as a miss, so a
+  corrupt entry is recompiled, never trusted. A vanished entry is a miss too.
+- Size is bounded (`size_limit`); the oldest stored entries are evicted first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import marshal
+import os
+import sys
+from pathlib import Path
+from types import CodeType
+
+import diskcache
+import xxhash
+
+__all__ = ["Cache", "INTERPRETER_TAG", "DEFAULT_SIZE_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
+DEFAULT_SIZE_LIMIT = 2**30  # 1 GiB
+_SUM = 8  # bytes of checksum in front of every value
+
+
+class Cache:
+    """Compiled code and module records under one directory.
+
+    A `Cache` may not be shared between processes (open one per process; forked
+    build workers open their own), but many processes may open the same directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
+        self.directory = Path(directory)
+        self._store = diskcache.Cache(
+            str(self.directory / "objects"),
+            size_limit=size_limit,
+            eviction_policy="least-recently-stored",
+            # Values are small and written once; keeping them in SQLite up to 1 MiB
+            # saves a file per module.
+            disk_min_file_size=2**20,
+            # Culling on every write costs a size query per value; `cull()` runs once
+            # at the end of each build instead.
+            cull_limit=0,
+        )
+
+    # keys -------------------------------------------------------------------
+
+    @staticmethod
+    def module_key(kind: str, path: str, digest: str) -> str:
+        """Key of something derived from one version of one file ("code", "record")."""
+        where = xxhash.xxh3_64_hexdigest(path.encode("utf-8", "surrogatepass"))
+        return f"{kind}:{INTERPRETER_TAG}:{where}:{digest}"
+
+    @staticmethod
+    def fragment_key(path: str, start: int, digest: str) -> str:
+        where = xxhash.xxh3_64_hexdigest(f"{path}\0{start}".encode("utf-8", "surrogatepass"))
+        return f"frag:{INTERPRETER_TAG}:{where}:{digest}"
+
+    @staticmethod
+    def source_key(digest: str) -> str:
+        return f"src:{digest}"
+
+    # values -----------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under `key`, or None when missing or corrupt."""
+        try:
+            value = self._store.get(key)
+        except (OSError, diskcache.Timeout) as exc:  # a vanished value file is a miss
+            log.debug("cache read of %s failed: %s", key, exc)
+            return None
+        if not isinstance(value, bytes) or len(value) < _SUM:
+            return None
+        payload = value[_SUM:]
+        if xxhash.xxh3_64_digest(payload) != value[:_SUM]:
+            log.warning("dropping corrupt cache entry %s", key)
+            self._store.delete(key)
+            return None
+        return payload
+
+    def put(self, key: str, payload: bytes) -> None:
+        """Store `payload` under `key`. Operation is atomic."""
+        self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._store
+
+    def get_code(self, key: str) -> CodeType | None:
+        payload = self.get(key)
+        if payload is None:
+            return None
+        try:
+            code = marshal.loads(payload)
+        except (ValueError, EOFError, TypeError):
+            return None
+        return code if isinstance(code, CodeType) else None
+
+    def put_code(self, key: str, code: CodeType) -> None:
+        self.put(key, marshal.dumps(code))
+
+    def transact(self):  # noqa: ANN201 - a context manager from diskcache
+        """Group writes into one transaction (much faster for many small values)."""
+        return self._store.transact()
+
+    # housekeeping ------------------------------------------------------------
+
+    def cull(self) -> int:
+        """Evict entries until the cache is under its size limit; returns how many."""
+        return self._store.cull()
+
+    def volume(self) -> int:
+        """Bytes used on disk."""
+        return self._store.volume()
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many were removed."""
+        return self._store.clear()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

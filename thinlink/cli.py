@@ -1,0 +1,105 @@
+"""The `thinlink` command. `main(args)` takes argv, so tests call it directly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from . import console
+from .build import BuildResult
+from .errors import ThinlinkError
+from .project import Project
+from .sources import find_root
+
+__all__ = ["main", "cli"]
+
+_cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cache directory (default: THINLINK_CACHE_DIR, then .thinlink in the project).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="thinlink")
+def cli() -> None:
+    """Function-level incremental builds and hot patching for Python."""
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_cache_dir_option
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
+def build(path: Path | None, cache_dir: Path | None, jobs: int | None, as_json: bool) -> None:
+    """Build the project under PATH (default: the current project)."""
+    project = Project(path or find_root(), cache_dir=cache_dir, jobs=jobs)
+    with console.progress_bar("compiling", enabled=not as_json) as progress:
+        result = project.build(progress)
+    if as_json:
+        click.echo(json.dumps(result.summary()))
+    else:
+        _print_build(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_cache_dir_option
+@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> None:
+    """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) with the project's modules from the build."""
+    from .runner import run_program, script_root
+
+    if module is None and not args:
+        raise click.UsageError("a SCRIPT or -m MODULE is required")
+    script = None if module is not None else args[0]
+    program_args = list(args if module is not None else args[1:])
+    project = Project(find_root(script_root(script)), cache_dir=cache_dir)
+    builder = project.builder()
+    with console.progress_bar("compiling") as progress:
+        builder.progress = progress
+        result = builder.build()
+    for err in result.errors:
+        console.warning(str(err))
+    run_program(builder, result, script=script, module=module, args=program_args)
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_cache_dir_option
+def clean(path: Path | None, cache_dir: Path | None) -> None:
+    """Delete the build cache of the project under PATH."""
+    project = Project(path or find_root(), cache_dir=cache_dir)
+    if project.cache_dir.exists():
+        shutil.rmtree(project.cache_dir)
+        console.info(f"removed {project.cache_dir}")
+    else:
+        console.info(f"nothing to clean at {project.cache_dir}")
+
+
+def _print_build(result: BuildResult) -> None:
+    for warning in result.warnings:
+        console.warning(f"warning: {warning}")
+    for err in result.errors:
+        console.error(str(err))
+    m = result.manifest
+    console.info(
+        f"build {m.build_id}: {len(m.modules)} modules, {m.units} units "
+        f"({result.compiled} compiled, {result.relocated} relocated, {result.reused} reused"
+        f"{f', {len(result.errors)} failed' if result.errors else ''}) in {result.seconds:.2f}s"
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `thinlink` command and `python -m thinlink`."""
+    try:
+        cli.main(args=args, prog_name="thinlink", standalone_mode=True)
+    except ThinlinkError as exc:
+        console.error(f"thinlink: error: {exc}")
+        sys.exit(2)

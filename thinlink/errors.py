@@ -1,0 +1,51 @@
+"""The exceptions thinlink raises.
+
+`ThinlinkError` is the root: the CLI catches it at its boundary and prints `str()`,
+which is always the message a user should read. Subclasses carry the fields a caller
+needs to act on (the file and position of a syntax error, the offending setting).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ThinlinkError", "SourceError", "ConfigError", "BuildNotFound"]
+
+
+class ThinlinkError(Exception):
+    """Root of every error thinlink raises on purpose."""
+
+
+class SourceError(ThinlinkError):
+    """A source file could not be compiled or read.
+
+    Raised (or recorded in a build's failures) for syntax errors, undecodable files
+    and unreadable files. `str()` is `path:line:col: message`, the format editors and
+    terminals turn into a link, followed by the offending line when there is one.
+    """
+
+    def __init__(self, path: str, line: int, col: int, message: str, text: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.col = col
+        self.message = message
+        self.text = text.rstrip("\n")
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"{self.path}:{self.line}:{self.col}: {self.message}"
+        if not self.text.strip():
+            return head
+        caret = " " * max(self.col - 1, 0) + "^"
+        return f"{head}\n    {self.text}\n    {caret}"
+
+    @classmethod
+    def from_syntax_error(cls, path: str, exc: SyntaxError) -> SourceError:
+        """Build from a `SyntaxError` raised by `compile()` on `path`."""
+        return cls(path, exc.lineno or 1, exc.offset or 1, exc.msg, exc.text or "")
+
+
+class ConfigError(ThinlinkError):
+    """A setting (command line, environment or pyproject.toml) is invalid."""
+
+
+class BuildNotFound(ThinlinkError):
+    """A build id was asked for that the cache does not hold (or no build exists yet)."""

@@ -1,0 +1,64 @@
+"""Writing a build's image: the file `thinlink run` hands to the runtime's importer.
+
+The image format belongs to the runtime (`hotpatch._image`); this side fills it from
+the cache. A module rebuilt incrementally has no whole-module code yet (only its
+changed fragments were compiled): it is compiled here, once, and cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hotpatch._image import Image, ImageEntry, write_image
+
+from .cache import Cache
+from .compiler import compile_module
+from .errors import SourceError
+from .manifest import Manifest
+
+__all__ = ["ensure_image", "whole_code"]
+
+_KEEP_IMAGES = 8
+
+
+def whole_code(cache: Cache, path: str, digest: str) -> bytes | None:
+    """Marshalled code of one module version, compiling it if only fragments exist."""
+    key = cache.module_key("code", path, digest)
+    code = cache.get(key)
+    if code is not None:
+        return code
+    source = cache.get(cache.source_key(digest))
+    if source is None:
+        return None
+    try:
+        compiled = compile_module(source, path)
+    except SourceError:
+        return None
+    cache.put_code(key, compiled)
+    return cache.get(key)
+
+
+def ensure_image(cache: Cache, manifest: Manifest) -> Path:
+    """The image file of `manifest`, written if it does not exist yet."""
+    images = cache.directory / "images"
+    path = images / f"{manifest.build_id}.img"
+    if path.exists():
+        return path
+    images.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for module in manifest.modules:
+        if module.digest is None or module.error is not None:
+            continue  # a failed module is left to the import system, which reports it
+        code = whole_code(cache, module.path, module.digest)
+        if code is not None:
+            entries[module.path] = ImageEntry(module.digest, code)
+    write_image(str(path), Image(manifest.build_id, manifest.root, entries))
+    _prune(images, keep=path)
+    return path
+
+
+def _prune(images: Path, keep: Path) -> None:
+    old = sorted(images.glob("*.img"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in old[_KEEP_IMAGES:]:
+        if stale != keep:
+            stale.unlink(missing_ok=True)

@@ -1,0 +1,52 @@
+"""`Project`: the Python API over one project root and its cache."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .build import Builder, BuildResult
+from .config import cache_dir_for
+from .manifest import BuildStore, Manifest
+from .sources import find_root
+
+__all__ = ["Project"]
+
+
+class Project:
+    """A project root with its build cache.
+
+        project = Project("path/to/app")
+        result = project.build()
+        result.manifest.build_id
+
+    A `Project` may not be shared between threads; several processes may build the
+    same project (one cache) at once.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        jobs: int | None = None,
+    ) -> None:
+        self.root = Path(root).resolve() if root is not None else find_root()
+        self.cache_dir = cache_dir_for(self.root, cache_dir)
+        self.jobs = jobs
+
+    def builder(self, progress: Callable[[int, int], None] | None = None) -> Builder:
+        return Builder(self.root, self.cache_dir, jobs=self.jobs, progress=progress)
+
+    def build(self, progress: Callable[[int, int], None] | None = None) -> BuildResult:
+        """Build the working tree (incrementally) and return what happened."""
+        builder = self.builder(progress)
+        try:
+            return builder.build()
+        finally:
+            builder.close()
+
+    def manifest(self, build: str = "last") -> Manifest:
+        """A build by id or ref name (`last`, `last-good`); `BuildNotFound` if absent."""
+        return BuildStore(self.cache_dir).resolve(str(self.root), build)

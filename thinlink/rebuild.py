@@ -1,0 +1,149 @@
+"""Compiling one module: whole (cold) or just the segments an edit touched.
+
+`compile_cold` compiles a file whole and derives its record. `rebuild` takes the
+previous record and text of the same file, finds the changed lines (common prefix
+and suffix), recompiles only the segments they fall in, and shifts the segments
+below by the number of lines added or removed: relocated, not recompiled. Anything
+it cannot localise safely (no previous version, `__future__` imports edited, a
+fragment that does not compile on its own) falls back to `compile_cold`, so the
+result is always what compiling the whole file gives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import marshal
+from dataclasses import dataclass
+from types import CodeType
+
+from hotpatch._image import source_digest
+
+from .cache import Cache
+from .compiler import (
+    FUTURE_MASK,
+    compile_fragment,
+    compile_module,
+    split_lines,
+    split_segments,
+    text_digest,
+)
+from .errors import SourceError
+from .units import CodeRef, ModuleRecord, Segment, dump_record
+
+__all__ = ["Compiled", "compile_cold", "compile_whole", "rebuild", "store", "decode", "count_units"]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A module record just produced, with how many units were compiled or moved."""
+
+    record: ModuleRecord
+    compiled: int
+    relocated: int = 0
+    reused: int = 0
+
+    @property
+    def units(self) -> int:
+        return count_units(self.record.segments)
+
+
+def count_units(segments: tuple[Segment, ...] | list[Segment]) -> int:
+    """Units in segments: each segment (its top-level statements) and each definition."""
+    return sum(1 + len(s.units) for s in segments)
+
+
+def decode(data: bytes, path: str) -> str:
+    """Source text as the import system decodes it (PEP 263 coding line, BOM)."""
+    try:
+        return importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+        raise SourceError(path, 1, 1, f"cannot decode source: {exc}") from None
+
+
+def compile_cold(cache: Cache, path: str, data: bytes, digest: str | None = None) -> Compiled:
+    """Compile `data` (the bytes of the file at `path`) whole and store the results."""
+    record, code = compile_whole(path, data, digest)
+    store(cache, record, data, marshal.dumps(code))
+    return Compiled(record, count_units(record.segments))
+
+
+def compile_whole(path: str, data: bytes, digest: str | None = None) -> tuple[ModuleRecord, CodeType]:
+    """Compile a file whole and derive its record, storing nothing (for workers)."""
+    digest = digest or source_digest(data)
+    code = compile_module(data, path)
+    lines = split_lines(decode(data, path))
+    flags = code.co_flags & FUTURE_MASK
+    code_key = Cache.module_key("code", path, digest)
+    segments = split_segments(code, lines, 1, len(lines), flags, CodeRef(code_key))
+    return ModuleRecord(path, digest, flags, tuple(segments), whole=code_key), code
+
+
+def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: bytes) -> Compiled:
+    """Recompile only what changed between `old_data` and `data` (same file)."""
+    digest = source_digest(data)
+    old_lines = split_lines(decode(old_data, path))
+    new_lines = split_lines(decode(data, path))
+    span = _changed_segments(old, old_lines, new_lines)
+    if span is None:
+        return compile_cold(cache, path, data, digest)
+    first, last = span
+    delta = len(new_lines) - len(old_lines)
+    start, end = old.segments[first].start, old.segments[last].end + delta
+    try:
+        code = compile_fragment(new_lines, start, end, path, old.flags)
+    except SourceError:
+        # Either a real error (the whole-file compile reports it with its true
+        # position) or a fragment only valid in context: the whole file decides.
+        return compile_cold(cache, path, data, digest)
+    key = cache.fragment_key(path, start, text_digest(new_lines[start - 1 : end], old.flags))
+    cache.put_code(key, code)
+    fresh = split_segments(code, new_lines, start, end, old.flags, CodeRef(key))
+    moved = [s.moved(delta) for s in old.segments[last + 1 :]]
+    kept = old.segments[:first]
+    record = ModuleRecord(path, digest, old.flags, (*kept, *fresh, *moved))
+    store(cache, record, data)
+    return Compiled(
+        record,
+        compiled=count_units(fresh),
+        relocated=count_units(moved) if delta else 0,
+        reused=count_units(kept) + (0 if delta else count_units(moved)),
+    )
+
+
+def _changed_segments(
+    old: ModuleRecord, old_lines: list[str], new_lines: list[str]
+) -> tuple[int, int] | None:
+    """Indexes of the first and last old segment an edit touches, or None for 'all'."""
+    if not old.segments:
+        return None
+    prefix = 0
+    limit = min(len(old_lines), len(new_lines))
+    while prefix < limit and old_lines[prefix] == new_lines[prefix]:
+        prefix += 1
+    suffix = 0
+    while (
+        suffix < limit - prefix
+        and old_lines[len(old_lines) - 1 - suffix] == new_lines[len(new_lines) - 1 - suffix]
+    ):
+        suffix += 1
+    lo, hi = prefix + 1, len(old_lines) - suffix  # changed old lines; empty when lo > hi
+    changed_text = old_lines[prefix : len(old_lines) - suffix] + new_lines[
+        prefix : len(new_lines) - suffix
+    ]
+    if any("__future__" in line for line in changed_text):
+        return None
+    if lo > hi:  # pure insertion after line `prefix`: it extends that line's segment
+        lo = hi = max(prefix, 1)
+    touched = [i for i, s in enumerate(old.segments) if s.start <= hi and s.end >= lo]
+    if not touched:
+        return None
+    return touched[0], touched[-1]
+
+
+def store(cache: Cache, record: ModuleRecord, data: bytes, code: bytes | None = None) -> None:
+    """Put a module version in the cache: its source, record and (if given) code."""
+    with cache.transact():
+        cache.put(cache.source_key(record.digest), data)
+        if code is not None and record.whole is not None:
+            cache.put(record.whole, code)
+        cache.put(cache.module_key("record", record.path, record.digest), dump_record(record))
