@@ -147,7 +147,9 @@ class Builder:
             key = self.cache.module_key("record", source.path, digest)
             before = previous.get(source.path)
             if before is not None and before.digest == digest and key in self.cache:
-                entries[source.path] = ModuleEntry(source.name, source.path, digest, key, before.units)
+                entries[source.path] = ModuleEntry(
+                    source.name, source.path, digest, key, before.units
+                )
                 reused += before.units
                 continue
             record = self._cached_record(key)
@@ -228,7 +230,9 @@ class Builder:
             errors.append(err)
             return ModuleChange(source.name, "failed")
         key = self.cache.module_key("record", source.path, done.record.digest)
-        entries[source.path] = ModuleEntry(source.name, source.path, done.record.digest, key, done.units)
+        entries[source.path] = ModuleEntry(
+            source.name, source.path, done.record.digest, key, done.units
+        )
         return ModuleChange(
             source.name, "rebuilt", done.compiled, done.relocated, time.perf_counter() - t0
         )

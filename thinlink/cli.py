@@ -31,9 +31,13 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @_cache_dir_option
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
 def build(path: Path | None, cache_dir: Path | None, jobs: int | None, as_json: bool) -> None:
     """Build the project under PATH (default: the current project)."""
@@ -71,7 +75,9 @@ def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> No
 
 
 @cli.command()
-@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @_cache_dir_option
 def clean(path: Path | None, cache_dir: Path | None) -> None:
     """Delete the build cache of the project under PATH."""

@@ -17,8 +17,8 @@ gives the same function and class code objects as compiling the whole file.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import bisect
 import inspect
 import marshal
@@ -108,7 +108,8 @@ def split_segments(
         {
             c.co_firstlineno
             for c in tops
-            if first < c.co_firstlineno <= last and not lines[c.co_firstlineno - 1].startswith(_INDENT)
+            if first < c.co_firstlineno <= last
+            and not lines[c.co_firstlineno - 1].startswith(_INDENT)
         }
     )
     bounds = [first, *starts]

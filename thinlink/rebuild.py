@@ -67,7 +67,9 @@ def compile_cold(cache: Cache, path: str, data: bytes, digest: str | None = None
     return Compiled(record, count_units(record.segments))
 
 
-def compile_whole(path: str, data: bytes, digest: str | None = None) -> tuple[ModuleRecord, CodeType]:
+def compile_whole(
+    path: str, data: bytes, digest: str | None = None
+) -> tuple[ModuleRecord, CodeType]:
     """Compile a file whole and derive its record, storing nothing (for workers)."""
     digest = digest or source_digest(data)
     code = compile_module(data, path)
@@ -127,9 +129,9 @@ def _changed_segments(
     ):
         suffix += 1
     lo, hi = prefix + 1, len(old_lines) - suffix  # changed old lines; empty when lo > hi
-    changed_text = old_lines[prefix : len(old_lines) - suffix] + new_lines[
-        prefix : len(new_lines) - suffix
-    ]
+    changed_text = (
+        old_lines[prefix : len(old_lines) - suffix] + new_lines[prefix : len(new_lines) - suffix]
+    )
     if any("__future__" in line for line in changed_text):
         return None
     if lo > hi:  # pure insertion after line `prefix`: it extends that line's segment

@@ -22,7 +22,12 @@ _RUNTIME = ("hotpatch",)
 
 
 def run_program(
-    builder: Builder, result: BuildResult, *, script: str | None, module: str | None, args: list[str]
+    builder: Builder,
+    result: BuildResult,
+    *,
+    script: str | None,
+    module: str | None,
+    args: list[str],
 ) -> None:
     """Run SCRIPT or `-m` MODULE with `args`; returns or raises SystemExit like python."""
     from hotpatch import _boot

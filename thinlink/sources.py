@@ -63,7 +63,9 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[SourceFile], list[str]]
     found: list[SourceFile] = []
     warnings: list[str] = []
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_warn_into(warnings)):
+    for dirpath, dirnames, filenames in os.walk(
+        root, followlinks=True, onerror=_warn_into(warnings)
+    ):
         try:
             st = os.stat(dirpath)
         except OSError as exc:
