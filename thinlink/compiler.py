@@ -20,9 +20,10 @@ from __future__ import annotations
 import __future__
 
 import bisect
+import dis
 import inspect
 import marshal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import CodeType
 
 import xxhash
@@ -39,6 +40,7 @@ __all__ = [
     "find_code",
     "text_digest",
     "split_lines",
+    "import_bindings",
 ]
 
 FUTURE_MASK = 0
@@ -72,13 +74,20 @@ def compile_module(data: bytes | str, path: str) -> CodeType:
         raise SourceError(path, 1, 1, str(exc)) from None
 
 
-def compile_fragment(lines: Sequence[str], start: int, end: int, path: str, flags: int) -> CodeType:
+def compile_fragment(
+    lines: Sequence[str], start: int, end: int, path: str, flags: int, imports: Iterable[str] = ()
+) -> CodeType:
     """Compile lines `start..end` (1-based, inclusive) of a module on their own.
 
     The text is padded with empty lines so every position is the one it has in the
-    file; `flags` are the module's `__future__` flags.
+    file; `flags` are the module's `__future__` flags, and `imports` the names the rest
+    of the module binds by import (they change code generation, see import_bindings),
+    declared in a trailing line that only the fragment's own module code contains.
     """
     text = "\n" * (start - 1) + "".join(lines[start - 1 : end])
+    names = sorted(imports)
+    if names:
+        text += ("" if text.endswith("\n") else "\n") + f"import {', '.join(names)}\n"
     try:
         return compile(text, path, "exec", flags=flags, dont_inherit=True)
     except SyntaxError as exc:
@@ -114,14 +123,25 @@ def split_segments(
     )
     bounds = [first, *starts]
     units: list[list[Unit]] = [[] for _ in bounds]
+    imports: list[list[str]] = [[] for _ in bounds]
     digests = _Digests()
     for top in tops:
         slot = bisect.bisect_right(bounds, top.co_firstlineno) - 1
         units[max(slot, 0)].extend(_units_in(top, digests))
+    for line, name in import_bindings(code):
+        if first <= line <= last:
+            imports[bisect.bisect_right(bounds, line) - 1].append(name)
     ends = [b - 1 for b in bounds[1:]] + [last]
     return [
-        Segment(start, end, text_digest(lines[start - 1 : end], flags), ref, tuple(found))
-        for start, end, found in zip(bounds, ends, units, strict=True)
+        Segment(
+            start,
+            end,
+            text_digest(lines[start - 1 : end], flags),
+            ref,
+            tuple(found),
+            tuple(sorted(set(names))),
+        )
+        for start, end, found, names in zip(bounds, ends, units, imports, strict=True)
     ]
 
 
@@ -156,7 +176,11 @@ class _Digests:
         if found is not None:
             return found
         consts = []
-        for const in code.co_consts:
+        position = _firstlineno_const(code)
+        for i, const in enumerate(code.co_consts):
+            if position is not None and i == position[0]:
+                consts.append("<firstlineno>")  # a class's own line is not behaviour
+                continue
             if isinstance(const, CodeType):
                 # A class's methods are units of their own; its comprehensions and
                 # lambdas are part of its body.
@@ -180,7 +204,10 @@ class _Digests:
                 code.co_flags,
                 code.co_exceptiontable,
                 code.co_qualname,
-            )
+            ),
+            # Version 2 predates back-references, so the bytes depend on values only,
+            # not on which equal constants the compiler happened to share.
+            2,
         )
         digest = xxhash.xxh3_128_digest(payload)
         self._memo[key] = digest
@@ -197,6 +224,57 @@ def _canonical(const: object) -> object:
     return const
 
 
+_OP = dis.opmap
+_IMPORT_NAME = _OP["IMPORT_NAME"]
+_STORES = (_OP["STORE_NAME"], _OP["STORE_GLOBAL"])
+_SKIP = (0, _OP["EXTENDED_ARG"], _OP["IMPORT_FROM"])  # 0 is CACHE
+
+
+def import_bindings(code: CodeType) -> list[tuple[int, str]]:
+    """(line, name) of every name a module-level import binds in `code`.
+
+    The compiler emits different code for `name.method()` when `name` is bound by an
+    import anywhere at module level (CPython's `is_import_originated`), so fragments
+    must be compiled knowing the module's imports. Scans the module-level bytecode:
+    each IMPORT_NAME is followed by the STORE_NAMEs it feeds.
+    """
+    raw = code.co_code
+    found: list[tuple[int, str]] = []
+    at = _find_op(raw, _IMPORT_NAME, 0)
+    while at >= 0:
+        i, ext = at + 2, 0
+        while i < len(raw):
+            op, arg = raw[i], raw[i + 1] | ext
+            ext = (arg << 8) if op == _OP["EXTENDED_ARG"] else 0
+            if op in _STORES:
+                found.append((at, code.co_names[arg]))
+            elif op not in _SKIP:
+                break
+            i += 2
+        at = _find_op(raw, _IMPORT_NAME, i)
+    if not found:
+        return []
+    lines = _lines_at(code, {offset for offset, _ in found})
+    return [(lines.get(offset, code.co_firstlineno), name) for offset, name in found]
+
+
+def _find_op(raw: bytes, op: int, start: int) -> int:
+    # Every code unit is two bytes (3.11+): an even offset holds an opcode.
+    at = raw.find(bytes((op,)), start)
+    while at >= 0 and at % 2:
+        at = raw.find(bytes((op,)), at + 1)
+    return at
+
+
+def _lines_at(code: CodeType, offsets: set[int]) -> dict[int, int]:
+    lines = {}
+    for start, end, line in code.co_lines():
+        for offset in offsets:
+            if start <= offset < end and line is not None:
+                lines[offset] = line
+    return lines
+
+
 def relocate(code: CodeType, delta: int) -> CodeType:
     """Shift a code object and everything nested in it by `delta` lines.
 
@@ -206,7 +284,43 @@ def relocate(code: CodeType, delta: int) -> CodeType:
     if delta == 0:
         return code
     consts = tuple(relocate(c, delta) if isinstance(c, CodeType) else c for c in code.co_consts)
-    return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
+    moved = code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
+    return _move_class_firstlineno(moved, code.co_firstlineno)
+
+
+def _move_class_firstlineno(code: CodeType, old_line: int) -> CodeType:
+    # 3.13+ class bodies store their first line as a constant (`__firstlineno__`, read
+    # by inspect.getsource); a relocated class must carry its new line there too.
+    slot = _firstlineno_const(code)
+    if slot is None:
+        return code
+    index, at = slot
+    consts = list(code.co_consts)
+    uses = sum(
+        1
+        for i in range(0, len(code.co_code), 2)
+        if code.co_code[i] == _OP["LOAD_CONST"] and code.co_code[i + 1] == index
+    )
+    if uses == 1:
+        consts[index] = code.co_firstlineno
+        return code.replace(co_consts=tuple(consts))
+    if len(consts) > 255:
+        return code  # would need an EXTENDED_ARG: leave the old line, never break code
+    raw = bytearray(code.co_code)
+    raw[at + 1] = len(consts)
+    return code.replace(co_code=bytes(raw), co_consts=(*consts, code.co_firstlineno))
+
+
+def _firstlineno_const(code: CodeType) -> tuple[int, int] | None:
+    """(const index, offset of its LOAD_CONST) of a class body's `__firstlineno__`."""
+    if code.co_flags & inspect.CO_NEWLOCALS or "__firstlineno__" not in code.co_names:
+        return None
+    name = code.co_names.index("__firstlineno__")
+    raw = code.co_code
+    for i in range(2, min(len(raw), 64), 2):
+        if raw[i] == _OP["STORE_NAME"] and raw[i + 1] == name and raw[i - 2] == _OP["LOAD_CONST"]:
+            return raw[i - 1], i - 2
+    return None
 
 
 def find_code(root: CodeType, qualname: str, lineno: int) -> CodeType | None:

@@ -23,14 +23,25 @@ from .compiler import (
     FUTURE_MASK,
     compile_fragment,
     compile_module,
+    find_code,
+    relocate,
     split_lines,
     split_segments,
     text_digest,
 )
 from .errors import SourceError
-from .units import CodeRef, ModuleRecord, Segment, dump_record
+from .units import CodeRef, ModuleRecord, Segment, Unit, dump_record
 
-__all__ = ["Compiled", "compile_cold", "compile_whole", "rebuild", "store", "decode", "count_units"]
+__all__ = [
+    "Compiled",
+    "compile_cold",
+    "compile_whole",
+    "rebuild",
+    "store",
+    "decode",
+    "count_units",
+    "unit_code",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +102,22 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
     first, last = span
     delta = len(new_lines) - len(old_lines)
     start, end = old.segments[first].start, old.segments[last].end + delta
+    kept = old.segments[:first]
+    moved = [s.moved(delta) for s in old.segments[last + 1 :]]
+    outside = {name for s in (*kept, *moved) for name in s.imports}
     try:
-        code = compile_fragment(new_lines, start, end, path, old.flags)
+        code = compile_fragment(new_lines, start, end, path, old.flags, outside)
     except SourceError:
         # Either a real error (the whole-file compile reports it with its true
         # position) or a fragment only valid in context: the whole file decides.
         return compile_cold(cache, path, data, digest)
     key = cache.fragment_key(path, start, text_digest(new_lines[start - 1 : end], old.flags))
-    cache.put_code(key, code)
     fresh = split_segments(code, new_lines, start, end, old.flags, CodeRef(key))
-    moved = [s.moved(delta) for s in old.segments[last + 1 :]]
-    kept = old.segments[:first]
+    if outside | {name for s in fresh for name in s.imports} != old.imports():
+        # The module's imports changed, and with them the code of statements that
+        # call methods on those names, wherever they are.
+        return compile_cold(cache, path, data, digest)
+    cache.put_code(key, code)
     record = ModuleRecord(path, digest, old.flags, (*kept, *fresh, *moved))
     store(cache, record, data)
     return Compiled(
@@ -110,6 +126,15 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
         relocated=count_units(moved) if delta else 0,
         reused=count_units(kept) + (0 if delta else count_units(moved)),
     )
+
+
+def unit_code(cache: Cache, segment: Segment, unit: Unit) -> CodeType | None:
+    """The code object of `unit`, at its current lines, from where `segment` keeps it."""
+    root = cache.get_code(segment.code.key)
+    if root is None:
+        return None
+    found = find_code(root, unit.qualname, unit.lineno - segment.code.delta)
+    return None if found is None else relocate(found, segment.code.delta)
 
 
 def _changed_segments(

@@ -59,6 +59,7 @@ class Segment:
     digest: str  # of the segment's text and the module's compiler flags
     code: CodeRef
     units: tuple[Unit, ...] = ()
+    imports: tuple[str, ...] = ()  # names its module-level imports bind
 
     def moved(self, delta: int) -> Segment:
         return Segment(
@@ -67,6 +68,7 @@ class Segment:
             self.digest,
             CodeRef(self.code.key, self.code.delta + delta),
             tuple(u.moved(delta) for u in self.units),
+            self.imports,
         )
 
 
@@ -84,6 +86,10 @@ class ModuleRecord:
     segments: tuple[Segment, ...]
     whole: str | None = None  # cache key of the whole module's code, when compiled
 
+    def imports(self) -> set[str]:
+        """Every name bound by a module-level import."""
+        return {name for seg in self.segments for name in seg.imports}
+
     def units(self) -> list[Unit]:
         return [u for seg in self.segments for u in seg.units]
 
@@ -94,7 +100,7 @@ class ModuleRecord:
         return None
 
 
-_RECORD_FORMAT = 1
+_RECORD_FORMAT = 2
 
 
 def dump_record(record: ModuleRecord) -> bytes:
@@ -107,6 +113,7 @@ def dump_record(record: ModuleRecord) -> bytes:
             s.code.key,
             s.code.delta,
             tuple((u.qualname, u.kind, u.lineno, u.digest) for u in s.units),
+            s.imports,
         )
         for s in record.segments
     )
@@ -128,8 +135,8 @@ def load_record(data: bytes) -> ModuleRecord | None:
         digest,
         flags,
         tuple(
-            Segment(start, end, sdigest, CodeRef(key, delta), tuple(Unit(*u) for u in units))
-            for start, end, sdigest, key, delta, units in segments
+            Segment(start, end, sd, CodeRef(key, delta), tuple(Unit(*u) for u in units), imports)
+            for start, end, sd, key, delta, units, imports in segments
         ),
         whole,
     )
