@@ -98,7 +98,7 @@ def test_scripted_edits_match_a_cold_compile(cache, change):
 def test_deleting_a_function(cache):
     import ast
 
-    path = str(STDLIB / "fractions.py")
+    path = str(STDLIB / "difflib.py")
     old = Path(path).read_text()
     plain = [
         node
