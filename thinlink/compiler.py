@@ -41,6 +41,7 @@ __all__ = [
     "text_digest",
     "split_lines",
     "import_bindings",
+    "definition_lines",
 ]
 
 FUTURE_MASK = 0
@@ -102,6 +103,22 @@ def text_digest(lines: Sequence[str], flags: int) -> str:
     return xxhash.xxh3_128_hexdigest(flags.to_bytes(4, "little") + text)
 
 
+def _definitions(code: CodeType) -> list[CodeType]:
+    return [c for c in code.co_consts if isinstance(c, CodeType) and not c.co_name.startswith("<")]
+
+
+def definition_lines(code: CodeType, lines: Sequence[str]) -> list[int]:
+    """Sorted first lines of the top-level `def`s and `class`es in module `code`."""
+    return sorted(
+        {
+            c.co_firstlineno
+            for c in _definitions(code)
+            if c.co_firstlineno <= len(lines)
+            and not lines[c.co_firstlineno - 1].startswith(_INDENT)
+        }
+    )
+
+
 def split_segments(
     code: CodeType, lines: Sequence[str], first: int, last: int, flags: int, ref: CodeRef
 ) -> list[Segment]:
@@ -112,15 +129,8 @@ def split_segments(
     """
     if last < first:
         return []
-    tops = [c for c in code.co_consts if isinstance(c, CodeType) and not c.co_name.startswith("<")]
-    starts = sorted(
-        {
-            c.co_firstlineno
-            for c in tops
-            if first < c.co_firstlineno <= last
-            and not lines[c.co_firstlineno - 1].startswith(_INDENT)
-        }
-    )
+    tops = _definitions(code)
+    starts = [line for line in definition_lines(code, lines) if first < line <= last]
     bounds = [first, *starts]
     units: list[list[Unit]] = [[] for _ in bounds]
     imports: list[list[str]] = [[] for _ in bounds]

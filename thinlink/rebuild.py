@@ -23,6 +23,7 @@ from .compiler import (
     FUTURE_MASK,
     compile_fragment,
     compile_module,
+    definition_lines,
     find_code,
     relocate,
     split_lines,
@@ -101,16 +102,23 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
         return compile_cold(cache, path, data, digest)
     first, last = span
     delta = len(new_lines) - len(old_lines)
-    start, end = old.segments[first].start, old.segments[last].end + delta
-    kept = old.segments[:first]
+    end = old.segments[last].end + delta
     moved = [s.moved(delta) for s in old.segments[last + 1 :]]
-    outside = {name for s in (*kept, *moved) for name in s.imports}
-    try:
-        code = compile_fragment(new_lines, start, end, path, old.flags, outside)
-    except SourceError:
-        # Either a real error (the whole-file compile reports it with its true
-        # position) or a fragment only valid in context: the whole file decides.
-        return compile_cold(cache, path, data, digest)
+    while True:
+        start = old.segments[first].start
+        kept = old.segments[:first]
+        outside = {name for s in (*kept, *moved) for name in s.imports}
+        try:
+            code = compile_fragment(new_lines, start, end, path, old.flags, outside)
+        except SourceError:
+            # Either a real error (the whole-file compile reports it with its true
+            # position) or a fragment only valid in context: the whole file decides.
+            return compile_cold(cache, path, data, digest)
+        # Segments start at definitions; if the edit removed the one this segment
+        # started at, its lines belong to the segment before: take that one in too.
+        if first == 0 or start in definition_lines(code, new_lines):
+            break
+        first -= 1
     key = cache.fragment_key(path, start, text_digest(new_lines[start - 1 : end], old.flags))
     fresh = split_segments(code, new_lines, start, end, old.flags, CodeRef(key))
     if outside | {name for s in fresh for name in s.imports} != old.imports():

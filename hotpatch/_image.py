@@ -1,0 +1,184 @@
+"""The build image: every project module's compiled code, keyed by source path.
+
+thinlink writes an image after each build; the runtime reads it at start-up so the
+program's own modules are imported from the build instead of being compiled again.
+
+What we do: one file, ``HPIMAGE1`` + this interpreter's ``importlib.util.MAGIC_NUMBER``
++ a CRC32 of the payload + the payload, ``marshal.dumps((build_id, root, {path:
+(digest, code_bytes)}))``. Reading is one ``read`` and one ``marshal.loads``; each
+module's ``code_bytes`` (itself ``marshal.dumps`` of the module's code object) is only
+unmarshalled when that module is imported.
+
+Why a magic number: marshal's code format changes between Python versions, so an image
+written by another interpreter is refused rather than half-loaded. Why a checksum: a
+truncated or corrupt image must be a clear error, never a wrong module. The checksum is
+not a signature: the image is a local file the user's own build wrote.
+
+Why a content digest and not an mtime: a file whose bytes match the build is the build,
+whatever its mtime says (a branch switch and back touches every file and changes
+nothing), and the runtime can check it with the standard library alone.
+"""
+
+from __future__ import annotations
+
+import binascii
+import marshal
+import os
+
+# The start-up path imports as little as it can (the spec's start-up target is 1.2x
+# plain python): the private modules below are what hashlib.blake2b and
+# importlib.util.MAGIC_NUMBER are, without importing hashlib (OpenSSL) or importlib.util.
+from importlib._bootstrap_external import MAGIC_NUMBER
+
+try:
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter built without _blake2
+    from hashlib import blake2b
+
+__all__ = ["Image", "ImageEntry", "ImageError", "read_image", "source_digest", "write_image"]
+
+MAGIC = b"HPIMAGE1"
+_CHECKSUM_SIZE = 4  # big-endian CRC32 of the payload
+_HEADER_SIZE = len(MAGIC) + len(MAGIC_NUMBER) + _CHECKSUM_SIZE
+
+
+class ImageError(Exception):
+    """A build image cannot be used: missing, corrupt, or from another interpreter.
+
+    Raised by `read_image`. ``str()`` names the file and the problem; the fix is to
+    rebuild (``thinlink build``), which writes a fresh image.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class _Frozen:
+    """A frozen value type: what ``@dataclass(frozen=True, slots=True)`` generates.
+
+    Written out because importing dataclasses imports inspect, which costs more than
+    the rest of the start-up path together.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *values: object) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __reduce__(self) -> tuple:
+        return type(self), self._values()  # pickle and copy rebuild through __init__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class ImageEntry(_Frozen):
+    """One module of a build: its source digest and ``marshal.dumps`` of its code."""
+
+    __slots__ = ("digest", "code")
+    digest: str
+    code: bytes
+
+    def __init__(self, digest: str, code: bytes) -> None:
+        super().__init__(digest, code)
+
+
+class Image(_Frozen):
+    """A build: its id, project root, and entries keyed by ``os.path.abspath`` of the source."""
+
+    __slots__ = ("build_id", "root", "entries")
+    build_id: str
+    root: str
+    entries: dict[str, ImageEntry]
+
+    def __init__(self, build_id: str, root: str, entries: dict[str, ImageEntry]) -> None:
+        super().__init__(build_id, root, entries)
+
+
+def source_digest(data: bytes) -> str:
+    """Return the content digest of a source file's bytes (module identity in a build)."""
+    return blake2b(data, digest_size=16).hexdigest()
+
+
+def write_image(path: str | os.PathLike[str], image: Image) -> None:
+    """Write ``image`` to ``path``.
+
+    Operation is atomic: the image is written to a temporary file in the same directory
+    and moved into place, so a reader sees the old image or the new one, never a part.
+    """
+    path = os.fspath(path)
+    entries = {
+        os.path.abspath(source): (entry.digest, entry.code)
+        for source, entry in image.entries.items()
+    }
+    payload = marshal.dumps((image.build_id, image.root, entries))
+    checksum = binascii.crc32(payload).to_bytes(_CHECKSUM_SIZE, "big")
+    directory = os.path.dirname(os.path.abspath(path))
+    import tempfile  # only the build side writes images; keep it off the start-up path
+
+    fd, tmp = tempfile.mkstemp(prefix=".image-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + MAGIC_NUMBER + checksum + payload)
+        os.replace(tmp, path)
+    except BaseException:
+        # No half-written temporary files left behind, whatever went wrong.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_image(path: str | os.PathLike[str]) -> Image:
+    """Read the image at ``path``; raise `ImageError` if it is missing or unusable.
+
+    The entries' code is not unmarshalled here (see `ImageEntry.code`).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageError(path, f"cannot read build image: {exc.strerror or exc}") from exc
+    if data[: len(MAGIC)] != MAGIC:
+        raise ImageError(path, "not a build image (bad magic)")
+    magic_end = len(MAGIC) + len(MAGIC_NUMBER)
+    if data[len(MAGIC) : magic_end] != MAGIC_NUMBER:
+        raise ImageError(path, "build image was written by another Python version; rebuild it")
+    if len(data) < _HEADER_SIZE:
+        raise ImageError(path, "build image is truncated")
+    expected = int.from_bytes(data[magic_end:_HEADER_SIZE], "big")
+    payload = memoryview(data)[_HEADER_SIZE:]
+    if binascii.crc32(payload) != expected:
+        raise ImageError(path, "build image is corrupt (checksum mismatch)")
+    try:
+        build_id, root, raw = marshal.loads(payload)
+        entries = {source: ImageEntry(digest, code) for source, (digest, code) in raw.items()}
+        if not all(isinstance(field, str) for field in (build_id, root)):
+            raise TypeError("build id and root must be strings")
+    except (ValueError, TypeError, EOFError, AttributeError) as exc:
+        # A valid checksum over a payload of the wrong shape: written by something else.
+        raise ImageError(path, f"build image has an unexpected layout: {exc}") from exc
+    return Image(build_id, root, entries)

@@ -1,0 +1,173 @@
+"""The import hook that loads a program's own modules from a build image.
+
+What we do: `BuildFinder` asks CPython's own ``PathFinder`` for the spec, so module
+resolution is exactly CPython's (sys.path order, packages, namespace packages, relative
+imports, ``__path__`` and ``__cached__``). When the spec's origin is in the image and the
+file's bytes still match the build (`source_digest`), it only swaps ``spec.loader`` for a
+`BuildLoader`, whose ``get_code`` unmarshals the build's code instead of compiling.
+
+Where the finder sits: just before ``PathFinder`` in ``sys.meta_path``, not at the front.
+Built-in and frozen modules keep precedence over a project file of the same name (as in
+CPython), and because the finder stands in for ``PathFinder`` it can return the spec it
+found for a module that is not in the image, instead of making ``PathFinder`` search
+sys.path a second time for every stdlib and third-party import.
+
+Why the digest is checked in ``find_spec``: a file edited after the build gets the
+stock ``SourceFileLoader``, so it behaves exactly as under ``python`` (pyc cache, and a
+syntax error's traceback free of our frames, which the import system only trims for
+its own). The bytes read for the check are handed to the loader, so the code that runs
+is the code that was checked.
+
+`module_build` tells the patch applier which live modules run the build's code.
+"""
+
+from __future__ import annotations
+
+import io
+import marshal
+import os
+import sys
+from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
+
+from ._image import Image, ImageEntry, source_digest
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+if TYPE_CHECKING:
+    from types import CodeType, ModuleType
+
+__all__ = [
+    "BuildFinder",
+    "BuildLoader",
+    "install",
+    "installed",
+    "loaded_from_build",
+    "module_build",
+    "uninstall",
+]
+
+# Spec name (``module.__spec__.name``, or "__main__" for a script) -> build id, for
+# each module whose code came from an image. Written under the import lock of that
+# module; single dict operations, so readers on other threads see a consistent value.
+_from_build: dict[str, str] = {}
+
+_finder: BuildFinder | None = None
+
+
+def module_build(name: str) -> str | None:
+    """Return the build id the module ``name`` was loaded from, or None if it was compiled.
+
+    ``name`` is the module's spec name (``module.__spec__.name``; "__main__" for a script
+    run by `hotpatch._boot`). None also for modules that are not the project's.
+    """
+    return _from_build.get(name)
+
+
+def loaded_from_build() -> dict[str, str]:
+    """Return a snapshot of {spec name: build id} for every module loaded from an image."""
+    return dict(_from_build)
+
+
+class BuildLoader(SourceFileLoader):
+    """A ``SourceFileLoader`` whose code comes from the build image.
+
+    Everything but ``get_code`` is inherited, so ``get_source``, ``get_data``,
+    ``is_package``, ``importlib.resources``, ``inspect.getsource`` and linecache work
+    as usual. It never writes pycs: the image is the cache.
+    """
+
+    def __init__(
+        self,
+        fullname: str,
+        path: str,
+        entry: ImageEntry,
+        build_id: str,
+        checked_source: bytes | None = None,
+    ) -> None:
+        super().__init__(fullname, path)
+        self.entry = entry
+        self.build_id = build_id
+        # Source bytes already matched against entry.digest by the finder; used once.
+        self._checked_source = checked_source
+
+    def get_code(self, fullname: str) -> CodeType:
+        """Return the build's code for the module, or compile the file if it changed."""
+        path = self.get_filename(fullname)
+        data, self._checked_source = self._checked_source, None
+        if data is None:
+            data = self.get_data(path)
+            if source_digest(data) != self.entry.digest:
+                # Edited since the build (a reused loader, or a race with the editor).
+                _from_build.pop(fullname, None)
+                return self.source_to_code(data, path)
+        code = marshal.loads(self.entry.code)
+        _from_build[fullname] = self.build_id
+        return code
+
+
+class BuildFinder:
+    """A meta path finder: ``PathFinder``'s resolution, with the image's loader swapped in."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+
+    def find_spec(
+        self, fullname: str, path: list[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        """Find ``fullname`` as ``PathFinder`` does; load it from the image when it matches."""
+        spec = PathFinder.find_spec(fullname, path, target)
+        # Only plain source files are ours: a .pyc-only module, an extension module or a
+        # zip import keeps its own loader.
+        if spec is not None and type(spec.loader) is SourceFileLoader:
+            loader = self.loader_for(fullname, spec.origin)
+            if loader is not None:
+                spec.loader = loader
+        return spec
+
+    def loader_for(self, fullname: str, path: str) -> BuildLoader | None:
+        """Return a `BuildLoader` for the file at ``path`` if the build has its current bytes."""
+        entry = self.image.entries.get(os.path.abspath(path))
+        if entry is None:
+            return None
+        try:
+            with io.open_code(path) as f:  # as FileLoader.get_data reads sources
+                data = f.read()
+        except OSError:
+            return None  # the stock loader will raise the error CPython raises
+        if source_digest(data) != entry.digest:
+            # The module about to be loaded under this name will not run the build's code.
+            _from_build.pop(fullname, None)
+            return None
+        return BuildLoader(fullname, path, entry, self.image.build_id, data)
+
+
+def install(image: Image) -> BuildFinder:
+    """Load the project's modules from ``image`` from now on; return the finder.
+
+    Idempotent: installing the image that is installed returns its finder; another image
+    replaces it (modules already imported keep their code).
+    """
+    global _finder
+    if _finder is not None and _finder.image is image and _finder in sys.meta_path:
+        return _finder
+    uninstall()
+    _finder = BuildFinder(image)
+    try:
+        index = sys.meta_path.index(PathFinder)
+    except ValueError:
+        index = len(sys.meta_path)
+    sys.meta_path.insert(index, _finder)
+    return _finder
+
+
+def uninstall() -> None:
+    """Stop loading from the image. Idempotent. Modules already imported are unchanged."""
+    global _finder
+    if _finder is not None:
+        while _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+        _finder = None
+
+
+def installed() -> BuildFinder | None:
+    """Return the installed finder, or None."""
+    return _finder
