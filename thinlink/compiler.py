@@ -83,12 +83,12 @@ def compile_fragment(
     The text is padded with empty lines so every position is the one it has in the
     file; `flags` are the module's `__future__` flags, and `imports` the names the rest
     of the module binds by import (they change code generation, see import_bindings),
-    declared in a trailing line that only the fragment's own module code contains.
+    declared in a trailing `if 0:` block: seen by the symbol table, never executed.
     """
     text = "\n" * (start - 1) + "".join(lines[start - 1 : end])
     names = sorted(imports)
     if names:
-        text += ("" if text.endswith("\n") else "\n") + f"import {', '.join(names)}\n"
+        text += ("" if text.endswith("\n") else "\n") + f"if 0:\n    import {', '.join(names)}\n"
     try:
         return compile(text, path, "exec", flags=flags, dont_inherit=True)
     except SyntaxError as exc:

@@ -1,0 +1,34 @@
+"""Create (once) and reuse a virtual environment for this interpreter, with the
+project installed in editable mode. Standard library only: it runs on a fresh machine."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_venv(extras: str = "test") -> Path:
+    """Path of the venv's python, creating and installing into the venv if needed."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    home = ROOT / f".venv-{version}"
+    python = home / "bin" / "python"
+    stamp = home / ".installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted and python.exists():
+        return python
+    if not python.exists():
+        print(f"creating {home.name} ...", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(home)
+    print(f"installing thinlink[{extras}] into {home.name} ...", file=sys.stderr)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-e", f"{ROOT}[{extras}]"],
+        check=True,
+    )
+    stamp.write_text(wanted)
+    return python
