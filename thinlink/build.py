@@ -14,11 +14,12 @@ undecodable or unreadable file) is recorded with its error; the others still bui
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,10 +120,18 @@ class Builder:
         self.jobs = jobs or os.cpu_count() or 1
         self.progress = progress
         self.store = BuildStore(self.cache_dir)
-        self.cache = Cache(self.cache_dir)
+        self._cache: Cache | None = None
+
+    @property
+    def cache(self) -> Cache:
+        """The cache, opened on first use: a no-op build never needs it."""
+        if self._cache is None:
+            self._cache = Cache(self.cache_dir)
+        return self._cache
 
     def close(self) -> None:
-        self.cache.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def build(self) -> BuildResult:
         """Build the working tree; record it as `last` (and `last-good` if nothing failed)."""
@@ -137,7 +146,7 @@ class Builder:
 
         for source in sources:
             try:
-                data = Path(source.path).read_bytes()
+                data = _read_source(source.path)
             except OSError as exc:
                 err = SourceError(source.path, 1, 1, f"cannot read: {exc.strerror or exc}")
                 entries[source.path] = _failed(source, None, err)
@@ -146,7 +155,8 @@ class Builder:
             digest = source_digest(data)
             key = self.cache.module_key("record", source.path, digest)
             before = previous.get(source.path)
-            if before is not None and before.digest == digest and key in self.cache:
+            # A checksummed read, not a membership test: a corrupt record is recompiled.
+            if before is not None and before.digest == digest and self.cache.get(key) is not None:
                 entries[source.path] = ModuleEntry(
                     source.name, source.path, digest, key, before.units
                 )
@@ -266,11 +276,37 @@ class Builder:
 
     def _compile_in_pool(self, cold: list[_Pending]) -> Iterable[tuple[_Pending, object]]:
         # Largest files first, in small batches, so both cores finish together.
+        from concurrent.futures import ProcessPoolExecutor  # costs 25 ms to import
+
         cold = sorted(cold, key=lambda p: len(p.data), reverse=True)
         batches = [cold[i : i + 8] for i in range(0, len(cold), 8)]
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(batches))) as pool:
             for batch, results in zip(batches, pool.map(_compile_batch, batches), strict=True):
-                yield from zip(batch, results, strict=True)
+                for pending, result in zip(batch, results, strict=True):
+                    if isinstance(result, _WorkerError):
+                        result = SourceError(*result.fields)
+                    yield pending, result
+
+
+def _read_source(path: str) -> bytes:
+    """The bytes of the regular file at `path`; OSError for anything else.
+
+    Opened without blocking and checked, so a FIFO named `x.py` is an error rather
+    than a build waiting forever for a writer.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerError:
+    """A SourceError's fields, to cross from a worker process (the error itself does
+    not unpickle: its args are the formatted message, not the constructor's)."""
+
+    fields: tuple[str, int, int, str, str]
 
 
 def _failed(source: SourceFile, digest: str | None, err: ThinlinkError) -> ModuleEntry:
@@ -292,4 +328,10 @@ def _compile_one(pending: _Pending) -> object:
 
 
 def _compile_batch(batch: list[_Pending]) -> list[object]:
-    return [_compile_one(p) for p in batch]
+    return [_portable(_compile_one(p)) for p in batch]
+
+
+def _portable(result: object) -> object:
+    if isinstance(result, SourceError):
+        return _WorkerError((result.path, result.line, result.col, result.message, result.text))
+    return result

@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import marshal
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from types import CodeType
@@ -81,14 +82,28 @@ class Cache:
         except (OSError, diskcache.Timeout) as exc:  # a vanished value file is a miss
             log.debug("cache read of %s failed: %s", key, exc)
             return None
+        except Exception as exc:  # a garbled row: diskcache failed to decode it per its mode
+            log.warning("dropping unreadable cache entry %s: %r", key, exc)
+            self._discard(key)
+            return None
         if not isinstance(value, bytes) or len(value) < _SUM:
+            if value is not None:
+                log.warning("dropping corrupt cache entry %s", key)
+                self._discard(key)
             return None
         payload = value[_SUM:]
         if xxhash.xxh3_64_digest(payload) != value[:_SUM]:
             log.warning("dropping corrupt cache entry %s", key)
-            self._store.delete(key)
+            self._discard(key)
             return None
         return payload
+
+    def _discard(self, key: str) -> None:
+        # Best effort: another build holding the write lock must not fail this read.
+        try:
+            self._store.delete(key)
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            pass
 
     def put(self, key: str, payload: bytes) -> None:
         """Store `payload` under `key`. Operation is atomic."""

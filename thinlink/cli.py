@@ -11,7 +11,7 @@ import click
 
 from . import console
 from .build import BuildResult
-from .errors import ThinlinkError
+from .errors import ConfigError, ThinlinkError
 from .project import Project
 from .sources import find_root
 
@@ -52,7 +52,28 @@ def build(path: Path | None, cache_dir: Path | None, jobs: int | None, as_json: 
         sys.exit(1)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+class _ProgramCommand(click.Command):
+    """A command whose own options end where the program's begin, as python's do: at
+    SCRIPT, or after `-m MODULE` (click alone would read `-m mod --help` as its own)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = [p for p in self.params if isinstance(p, click.Option)]
+        valued = {o for p in options if not p.is_flag for o in p.opts}
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            if args[i].startswith("-m"):  # `-m MODULE` or `-mMODULE`: a `--` after it
+                end = i + 2 if args[i] == "-m" else i + 1
+                if end <= len(args):
+                    args = [*args[:end], "--", *args[end:]]
+                break
+            i += 2 if args[i] in valued else 1
+        return super().parse_args(ctx, args)
+
+
+@cli.command(
+    cls=_ProgramCommand,
+    context_settings={"allow_interspersed_args": False},
+)
 @_cache_dir_option
 @click.option("-m", "module", metavar="MODULE", help="Run a library module as a script.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -71,7 +92,10 @@ def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> No
         result = builder.build()
     for err in result.errors:
         console.warning(str(err))
-    run_program(builder, result, script=script, module=module, args=program_args)
+    try:
+        run_program(builder, result, script=script, module=module, args=program_args)
+    except KeyboardInterrupt as exc:
+        raise _ProgramInterrupted(exc) from None
 
 
 @cli.command()
@@ -82,11 +106,22 @@ def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> No
 def clean(path: Path | None, cache_dir: Path | None) -> None:
     """Delete the build cache of the project under PATH."""
     project = Project(path or find_root(), cache_dir=cache_dir)
-    if project.cache_dir.exists():
-        shutil.rmtree(project.cache_dir)
+    where = project.cache_dir
+    if where.exists():
+        # Whatever the settings say, never remove the project or a directory that is
+        # not a cache (`--cache-dir .`, THINLINK_CACHE_DIR=$HOME).
+        if where == project.root or where in project.root.parents or not _is_cache(where):
+            raise ConfigError(f"{where} does not look like a thinlink cache; not removing it")
+        shutil.rmtree(where)
         console.info(f"removed {project.cache_dir}")
     else:
         console.info(f"nothing to clean at {project.cache_dir}")
+
+
+def _is_cache(path: Path) -> bool:
+    """Empty, or holding what a cache holds (the store, manifests or refs)."""
+    names = {p.name for p in path.iterdir()}
+    return not names or bool(names & {"objects", "builds", "refs"})
 
 
 def _print_build(result: BuildResult) -> None:
@@ -102,6 +137,14 @@ def _print_build(result: BuildResult) -> None:
     )
 
 
+class _ProgramInterrupted(Exception):
+    """Carries the program's KeyboardInterrupt out of `thinlink run` past click."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__("the program was interrupted")
+        self.interrupt = interrupt
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `thinlink` command and `python -m thinlink`."""
     try:
@@ -109,3 +152,7 @@ def main(args: list[str] | None = None) -> None:
     except ThinlinkError as exc:
         console.error(f"thinlink: error: {exc}")
         sys.exit(2)
+    except _ProgramInterrupted as exc:
+        # Past click, which would print "Aborted!" and exit 1: the interpreter ends the
+        # process by SIGINT, as under python (the program's traceback is already shown).
+        raise exc.interrupt from None

@@ -32,12 +32,13 @@ def pyproject_settings(root: Path) -> dict[str, object]:
 
 def cache_dir_for(root: Path, given: str | os.PathLike[str] | None = None) -> Path:
     """Where the cache lives: `--cache-dir`, `THINLINK_CACHE_DIR`, pyproject, `.thinlink`."""
+    settings = pyproject_settings(root)  # read even when overridden: a bad file is an error
     if given:
         return Path(given).resolve()
     env = os.environ.get("THINLINK_CACHE_DIR")
     if env:
         return Path(env).resolve()
-    configured = pyproject_settings(root).get("cache-dir")
+    configured = settings.get("cache-dir")
     if configured is not None:
         if not isinstance(configured, str):
             raise ConfigError(f"{root / 'pyproject.toml'}: cache-dir must be a string")

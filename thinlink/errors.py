@@ -40,7 +40,8 @@ class SourceError(ThinlinkError):
     @classmethod
     def from_syntax_error(cls, path: str, exc: SyntaxError) -> SourceError:
         """Build from a `SyntaxError` raised by `compile()` on `path`."""
-        return cls(path, exc.lineno or 1, exc.offset or 1, exc.msg, exc.text or "")
+        # A bad coding line is reported at line 0, column -1: clamp to the file's start.
+        return cls(path, max(exc.lineno or 1, 1), max(exc.offset or 1, 1), exc.msg, exc.text or "")
 
 
 class ConfigError(ThinlinkError):

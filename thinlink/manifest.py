@@ -80,7 +80,11 @@ class BuildStore:
     def save(self, manifest: Manifest) -> None:
         path = self.builds / f"{manifest.build_id}.manifest"
         if path.exists():
-            return
+            try:
+                self.load(manifest.build_id)
+                return
+            except BuildNotFound:  # unreadable (corrupt, or vanished just now): rewrite it
+                pass
         modules = tuple(
             (m.name, m.path, m.digest, m.record, m.units, m.error) for m in manifest.modules
         )

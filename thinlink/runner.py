@@ -1,9 +1,18 @@
 """`thinlink run`: build, then run the program with its modules loaded from the build.
 
 The program runs in this process (a second interpreter would double the start-up
-cost). Before it starts, every module this tool imported whose name the project also
-provides is dropped from `sys.modules`, so `import json` in a project that has its
-own `json` gets the project's, from the build, as under plain `python`.
+cost). Before it starts, every module this tool imported since the interpreter
+started is dropped from `sys.modules`, so the program imports what it imports as
+under plain `python`: `import json` in a project that has its own `json` gets the
+project's, from the build, and a standard-library module the tool happened to import
+(`traceback`, which imports `textwrap`) is imported afresh, bound to the project's
+modules where the project shadows the standard library's.
+
+What stays: the modules the interpreter started with, the runtime (`hotpatch`), and
+`threading`, whose state is interpreter-wide (its at-fork hooks, and the join of
+non-daemon threads at exit, which the interpreter finds through `sys.modules`): a
+second copy would split it. The tool's own module objects stay alive through its
+frames, which import nothing after the purge.
 """
 
 from __future__ import annotations
@@ -16,9 +25,12 @@ from . import _STARTUP_MODULES
 from .build import Builder, BuildResult
 from .image import ensure_image
 
-__all__ = ["run_program", "purge_shadowed_modules"]
+__all__ = ["run_program", "purge_tool_modules"]
 
 _RUNTIME = ("hotpatch",)
+_SHARED = frozenset({"threading"})
+# The snapshot is taken inside this package's __init__, so the package itself is in it.
+_BEFORE_US = _STARTUP_MODULES - {__package__}
 
 
 def run_program(
@@ -34,7 +46,7 @@ def run_program(
 
     image = ensure_image(builder.cache, result.manifest)
     builder.close()
-    purge_shadowed_modules({m.name for m in result.manifest.modules})
+    purge_tool_modules({m.name for m in result.manifest.modules})
     os.environ["HOTPATCH_BUILD"] = result.manifest.build_id
     if module is not None:
         _boot.run_module(str(image), module, args)
@@ -43,20 +55,27 @@ def run_program(
         _boot.run_script(str(image), script, args)
 
 
-def purge_shadowed_modules(project_modules: set[str]) -> list[str]:
-    """Drop modules imported since start-up that the project provides; return them."""
+def purge_tool_modules(project_modules: set[str]) -> list[str]:
+    """Drop the modules imported since start-up (see the module docstring); return them.
+
+    A module the project provides is dropped even if it is `threading`; one the
+    interpreter started with is kept, as CPython never re-imports it from the project.
+    """
     tops = {name.partition(".")[0] for name in project_modules}
     dropped = []
     for name in list(sys.modules):
         top = name.partition(".")[0]
-        if top in tops and name not in _STARTUP_MODULES and top not in _RUNTIME:
-            del sys.modules[name]
-            dropped.append(name)
+        if name in _BEFORE_US or top in _RUNTIME or (name in _SHARED and top not in tops):
+            continue
+        del sys.modules[name]
+        dropped.append(name)
     return dropped
 
 
 def script_root(script: str | None) -> Path:
-    """Where a run starts looking for its project: the script's directory, or the cwd."""
+    """Where a run starts looking for its project: the cwd for `-m`; the script's
+    directory; a directory run as a program (its `__main__.py`) itself."""
     if script is None:
         return Path.cwd()
-    return Path(script).resolve().parent
+    path = Path(script).resolve()
+    return path if path.is_dir() else path.parent

@@ -56,16 +56,35 @@ def module_name(root: Path, path: Path) -> str:
 def discover(root: str | os.PathLike[str]) -> tuple[list[SourceFile], list[str]]:
     """All module files under `root`, sorted, and warnings about what was skipped.
 
-    Symbolic links to directories are followed once: a link back to a directory
-    already walked (a loop) is skipped with a warning instead of recursing forever.
+    The real tree is walked first; symbolic links to directories are followed after
+    it, once each: a link to a directory already walked (a loop, or a second name for
+    a directory of the project) is skipped with a warning, so a module keeps its real
+    name and nothing is walked forever.
     """
     root = Path(root).resolve()
     found: list[SourceFile] = []
     warnings: list[str] = []
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(
-        root, followlinks=True, onerror=_warn_into(warnings)
-    ):
+    tops = [str(root)]
+    while tops:
+        links: list[str] = []
+        for top in tops:
+            _walk(root, top, seen, links, found, warnings)
+        tops = links
+    found.sort(key=lambda f: f.path)
+    return found, warnings
+
+
+def _walk(
+    root: Path,
+    top: str,
+    seen: set[tuple[int, int]],
+    links: list[str],
+    found: list[SourceFile],
+    warnings: list[str],
+) -> None:
+    """Walk `top` without following links; the links to directories go to `links`."""
+    for dirpath, dirnames, filenames in os.walk(top, onerror=_warn_into(warnings)):
         try:
             st = os.stat(dirpath)
         except OSError as exc:
@@ -73,16 +92,22 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[SourceFile], list[str]]
             dirnames[:] = []
             continue
         if (st.st_dev, st.st_ino) in seen:
-            warnings.append(f"{dirpath}: symlink loop, skipped")
+            target = os.path.realpath(dirpath)
+            if Path(target) in Path(dirpath).parents:
+                warnings.append(f"{dirpath}: symlink loop (to {target}), skipped")
+            else:
+                warnings.append(f"{dirpath}: symlink to {target}, already included, skipped")
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if _wanted_dir(dirpath, d))
+        links.extend(
+            os.path.join(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        )
         for filename in sorted(filenames):
             if filename.endswith(".py") and not filename.startswith("."):
                 path = Path(dirpath, filename)
                 found.append(SourceFile(str(path), module_name(root, path)))
-    return found, warnings
 
 
 def _wanted_dir(parent: str, name: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import marshal
 import random
-import re
 import sysconfig
 from pathlib import Path
 

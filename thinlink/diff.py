@@ -1,0 +1,374 @@
+"""Comparing two versions of a module: what a running process must do to move on.
+
+The rules are SPEC.md's "Edit semantics" table, decided here on the build side so the
+runtime only carries them out:
+
+- a function whose decorators are unchanged is patched in place: its code (and the
+  code of the functions nested in it) is swapped on the live objects, and its
+  defaults, annotations and docstring are re-evaluated when their text changed;
+- a definition whose decorators changed, and any new definition, is re-run and bound;
+- a class keeps its identity: changed method bodies are code swaps, added or changed
+  members are re-created in a scratch class and set on the live one, removed ones are
+  deleted; a change of bases, metaclass, class decorators, dataclass fields, Enum
+  members or `__slots__` needs a restart;
+- an assignment or import that changed is re-run, and after it, in source order,
+  every unchanged statement that reads what it binds at definition time;
+- any other module-level statement (a call, a loop, a `with`) is never re-run: a
+  change to one needs a restart; so does code under `if __name__ == "__main__":` of
+  the program's main module.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .analysis import Member, Statement
+from .units import ModuleRecord, Unit
+
+__all__ = ["CodeChange", "Rerun", "ModulePlan", "plan_module"]
+
+_RESTART_BASES = ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag", "NamedTuple", "TypedDict")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeChange:
+    """Swap the code of the live functions of `qualname` (first line `old_lineno`).
+
+    `attrs` is the source of a dict expression of the function attributes to set
+    (`__defaults__`, `__kwdefaults__`, `__annotations__`, `__doc__`), at `attrs_line`,
+    or "" when only the code changed.
+    """
+
+    unit: Unit  # the new unit
+    old_lineno: int
+    attrs: str = ""
+    attrs_line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """Execute `statement` again. `mode` says what to do with what it binds:
+
+    - "merge": bind new names; a name bound to a function before keeps its object,
+      which takes the new one's code and attributes;
+    - "rebind": bind the new objects (decorators changed: references held elsewhere
+      keep the old object, which the report warns about);
+    - "class": execute into a scratch class and set `members` on the live class,
+      deleting `removed` members.
+    """
+
+    statement: Statement
+    mode: str
+    members: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass
+class ModulePlan:
+    """Everything one module needs, in the order it must happen."""
+
+    name: str
+    path: str
+    code: list[CodeChange] = field(default_factory=list)
+    reruns: list[Rerun] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    needs_restart: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.code or self.reruns or self.removed or self.needs_restart)
+
+
+def plan_module(
+    name: str,
+    path: str,
+    old: tuple[ModuleRecord, list[Statement]],
+    new: tuple[ModuleRecord, list[Statement]],
+    *,
+    is_main: bool = False,
+) -> ModulePlan:
+    """What a process running the old version of a module must do to run the new one."""
+    (old_record, old_statements), (new_record, new_statements) = old, new
+    plan = ModulePlan(name, path)
+    old_units = _units_by_statement(old_record, old_statements)
+    new_units = _units_by_statement(new_record, new_statements)
+    pairs, added, removed = _match(old_statements, new_statements)
+    rerun_at: dict[int, Rerun] = {}
+    changed_names: set[str] = set()
+
+    for before, after in pairs:
+        if before.text == after.text:
+            _relocate(plan, old_units[id(before)], new_units[id(after)], before, after)
+            continue
+        where = f"{path}:{after.lineno}"
+        if after.kind == "function":
+            if before.decorators != after.decorators:
+                rerun_at[after.lineno] = Rerun(after, "rebind")
+                changed_names.update(after.defines)
+                plan.warnings.append(
+                    f"{where}: decorators of {after.name}() changed: it was re-created, "
+                    "references to the old object keep the old one"
+                )
+            else:
+                _patch_function(plan, before, after, old_units[id(before)], new_units[id(after)])
+        elif after.kind == "class":
+            _patch_class(plan, rerun_at, before, after, old_units[id(before)], new_units[id(after)])
+        elif after.kind in ("assign", "import"):
+            rerun_at[after.lineno] = Rerun(after, "merge")
+            changed_names.update(after.defines)
+        elif after.kind == "main":
+            if is_main:
+                plan.needs_restart.append(
+                    f"{where}: code under `if __name__ == '__main__':` changed"
+                )
+        else:  # "other" statements are matched by text, so a changed one is never a pair
+            plan.needs_restart.append(f"{where}: module-level statement changed")
+
+    for after in added:
+        where = f"{path}:{after.lineno}"
+        if after.kind in ("function", "class", "assign", "import"):
+            rerun_at[after.lineno] = Rerun(after, "merge")
+            changed_names.update(after.defines)
+        elif after.kind != "main" or is_main:
+            plan.needs_restart.append(f"{where}: new module-level statement: {_first(after.text)}")
+
+    still_defined = {n for s in new_statements for n in s.defines}
+    for before in removed:
+        if before.kind in ("function", "class", "assign", "import"):
+            gone = [n for n in before.defines if n not in still_defined]
+            plan.removed.extend(gone)
+            changed_names.update(gone)
+        elif before.kind != "main" or is_main:
+            plan.needs_restart.append(
+                f"{path}:{before.lineno}: module-level statement removed: {_first(before.text)}"
+            )
+
+    _rerun_dependents(plan, new_statements, rerun_at, changed_names)
+    plan.reruns = [rerun_at[line] for line in sorted(rerun_at)]
+    return plan
+
+
+def _first(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) < 60 else line[:57] + "..."
+
+
+def _key(statement: Statement) -> tuple:
+    if statement.kind in ("function", "class"):
+        return (statement.kind, statement.name)
+    if statement.kind in ("assign", "import"):
+        return ("bind", statement.defines)
+    return (statement.kind, statement.text)  # calls and blocks match only unchanged
+
+
+def _match(
+    old: list[Statement], new: list[Statement]
+) -> tuple[list[tuple[Statement, Statement]], list[Statement], list[Statement]]:
+    """Pairs of old and new statements with the same key (in order), added, removed."""
+    waiting: dict[tuple, list[Statement]] = defaultdict(list)
+    for statement in old:
+        waiting[_key(statement)].append(statement)
+    pairs, added = [], []
+    for statement in new:
+        queue = waiting.get(_key(statement))
+        if queue:
+            pairs.append((queue.pop(0), statement))
+        else:
+            added.append(statement)
+    removed = [s for queue in waiting.values() for s in queue]
+    return pairs, added, sorted(removed, key=lambda s: s.lineno)
+
+
+def _units_by_statement(record: ModuleRecord, statements: list[Statement]) -> dict[int, list[Unit]]:
+    """The units (functions, classes, methods) defined inside each statement."""
+    units = sorted(record.units(), key=lambda u: u.lineno)
+    out: dict[int, list[Unit]] = {}
+    for statement in statements:
+        out[id(statement)] = [
+            u for u in units if statement.lineno <= u.lineno <= statement.end_lineno
+        ]
+    return out
+
+
+def _pair_units(old: Iterable[Unit], new: Iterable[Unit]) -> list[tuple[Unit | None, Unit]]:
+    """Pair units by qualified name, in order (a property's getter and setter share one)."""
+    waiting: dict[str, list[Unit]] = defaultdict(list)
+    for unit in old:
+        waiting[unit.qualname].append(unit)
+    return [(waiting[u.qualname].pop(0) if waiting[u.qualname] else None, u) for u in new]
+
+
+def _relocate(
+    plan: ModulePlan, old: list[Unit], new: list[Unit], before: Statement, after: Statement
+) -> None:
+    # An unchanged statement that moved: its functions get their code at the new
+    # lines, so tracebacks and debuggers stay right. Same digest: not a change.
+    if before.lineno == after.lineno:
+        return
+    for previous, unit in _pair_units(old, new):
+        if previous is not None and unit.kind == "function":
+            plan.code.append(CodeChange(unit, previous.lineno))
+
+
+def _patch_function(
+    plan: ModulePlan, before: Statement, after: Statement, old: list[Unit], new: list[Unit]
+) -> None:
+    for previous, unit in _pair_units(old, new):
+        if unit.kind != "function":
+            continue
+        if previous is None:
+            continue  # a new nested function: created by the new code of its parent
+        attrs, line = "", 0
+        if unit.qualname == after.name:
+            attrs, line = _attrs_source(before.text, after.text, after.lineno)
+        plan.code.append(CodeChange(unit, previous.lineno, attrs, line))
+
+
+def _patch_class(
+    plan: ModulePlan,
+    rerun_at: dict[int, Rerun],
+    before: Statement,
+    after: Statement,
+    old: list[Unit],
+    new: list[Unit],
+) -> None:
+    where = f"{plan.path}:{after.lineno}"
+    name = after.name
+    reason = None
+    if before.header != after.header:
+        reason = f"base classes or metaclass of {name} changed"
+    elif before.decorators != after.decorators:
+        reason = f"decorators of class {name} changed"
+    elif any(d.split("(")[0].endswith("dataclass") for d in after.decorators) and _fields(
+        before.members
+    ) != _fields(after.members):
+        reason = f"fields of dataclass {name} changed"
+    elif any(b.strip().split(".")[-1] in _RESTART_BASES for b in after.header.split(",")) and (
+        _attributes(before.members) != _attributes(after.members)
+    ):
+        reason = f"members of {name} changed"
+    elif _slots(before.members) != _slots(after.members):
+        reason = f"__slots__ of {name} changed"
+    if reason is not None:
+        plan.needs_restart.append(f"{where}: {reason}")
+        return
+
+    old_members = {m.name: m for m in before.members if m.name}
+    new_members = {m.name: m for m in after.members if m.name}
+    changed: list[str] = []
+    for member_name, member in new_members.items():
+        previous = old_members.get(member_name)
+        if previous is None or previous.text == member.text:
+            continue
+        if member.kind == "function" and _same_decorators(previous.text, member.text):
+            continue  # a code swap below
+        changed.append(member_name)
+    added = [n for n in new_members if n not in old_members]
+    gone = [n for n in old_members if n not in new_members]
+    for previous, unit in _pair_units(old, new):
+        if (
+            previous is None
+            or unit.kind != "function"
+            or unit.digest == previous.digest
+            and unit.lineno == previous.lineno
+        ):
+            continue
+        top = unit.qualname.split(".")[1] if "." in unit.qualname else ""
+        if top in changed or top in added:
+            continue  # re-created with its member
+        plan.code.append(CodeChange(unit, previous.lineno))
+    if changed or added or gone:
+        rerun_at[after.lineno] = Rerun(after, "class", tuple(changed + added), tuple(gone))
+
+
+def _same_decorators(old_text: str, new_text: str) -> bool:
+    def decorators(text: str) -> list[str]:
+        try:
+            node = ast.parse(text).body[0]
+        except (SyntaxError, IndexError):
+            return []
+        return [ast.unparse(d) for d in getattr(node, "decorator_list", [])]
+
+    return decorators(old_text) == decorators(new_text)
+
+
+def _fields(members: tuple[Member, ...]) -> list[str]:
+    return [m.text for m in members if m.kind == "other" and ":" in m.text.split("=")[0]]
+
+
+def _attributes(members: tuple[Member, ...]) -> list[str]:
+    return [m.text for m in members if m.kind == "other"]
+
+
+def _slots(members: tuple[Member, ...]) -> list[str]:
+    return [m.text for m in members if m.name == "__slots__"]
+
+
+def _attrs_source(old_text: str, new_text: str, lineno: int) -> tuple[str, int]:
+    """A dict expression of the function attributes whose source changed, or ""."""
+    try:
+        old = ast.parse(old_text).body[0]
+        new = ast.parse(new_text).body[0]
+    except (SyntaxError, IndexError):
+        return "", 0
+    assert isinstance(new, ast.FunctionDef | ast.AsyncFunctionDef)
+    assert isinstance(old, ast.FunctionDef | ast.AsyncFunctionDef)
+    parts = []
+    if _dump(old.args.defaults) != _dump(new.args.defaults):
+        items = ", ".join(ast.unparse(d) for d in new.args.defaults)
+        parts.append(f"'__defaults__': ({items}{',' if items else ''}) or None")
+    if _dump(old.args.kw_defaults) != _dump(new.args.kw_defaults):
+        items = ", ".join(
+            f"{a.arg!r}: {ast.unparse(d)}"
+            for a, d in zip(new.args.kwonlyargs, new.args.kw_defaults, strict=True)
+            if d is not None
+        )
+        parts.append(f"'__kwdefaults__': {{{items}}} or None")
+    if ast.get_docstring(old, clean=False) != ast.get_docstring(new, clean=False):
+        parts.append(f"'__doc__': {ast.get_docstring(new, clean=False)!r}")
+    if not parts:
+        return "", 0
+    return "{" + ", ".join(parts) + "}", lineno
+
+
+def _dump(nodes: list) -> list[str]:
+    return [ast.dump(n) if n is not None else "" for n in nodes]
+
+
+def _rerun_dependents(
+    plan: ModulePlan, statements: list[Statement], rerun_at: dict[int, Rerun], changed: set[str]
+) -> None:
+    """Re-run, in source order, unchanged statements reading a re-bound name."""
+    if not changed:
+        return
+    for statement in statements:
+        if statement.lineno in rerun_at:
+            changed.update(statement.defines)
+            continue
+        if not changed.intersection(statement.reads):
+            continue
+        names = ", ".join(sorted(changed.intersection(statement.reads)))
+        where = f"{plan.path}:{statement.lineno}"
+        if statement.kind in ("assign", "import"):
+            rerun_at[statement.lineno] = Rerun(statement, "merge")
+            changed.update(statement.defines)
+        elif statement.kind == "function":
+            mode = "rebind" if statement.decorators else "merge"
+            rerun_at[statement.lineno] = Rerun(statement, mode)
+            if statement.decorators:
+                changed.update(statement.defines)
+                plan.warnings.append(
+                    f"{where}: {statement.name}() re-created because it reads {names} at "
+                    "definition time; references to the old object keep the old one"
+                )
+        elif statement.kind == "class":
+            plan.warnings.append(
+                f"{where}: class {statement.name} read {names} when it was defined and keeps "
+                "what it read then"
+            )
+        else:
+            plan.warnings.append(f"{where}: this statement used the old value of {names}")

@@ -1,0 +1,162 @@
+"""Making a patch bundle from two builds.
+
+For every module whose source changed between the builds: load both versions' records
+and sources from the cache, analyse their statements (cached per segment), plan what
+a running process must do (`diff.plan_module`), and compile what the plan needs: the
+new code of each function to swap (taken from the build, relocated where it only
+moved), the expressions of changed defaults, and each statement to re-run, compiled
+alone at its own lines. The bundle format is the runtime's (`hotpatch.bundle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import CodeType
+
+from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, Statement
+
+from .analysis import analyze_module
+from .cache import Cache
+from .compiler import compile_fragment, relocate, split_lines
+from .diff import ModulePlan, plan_module
+from .errors import ThinlinkError
+from .manifest import Manifest, ModuleEntry
+from .rebuild import decode, unit_code
+from .units import ModuleRecord, load_record
+
+__all__ = ["PatchResult", "make_patch"]
+
+
+@dataclass
+class PatchResult:
+    """A bundle and the plans it was made from (for a readable summary)."""
+
+    bundle: Bundle
+    plans: list[ModulePlan] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "base_build": self.bundle.base_build,
+            "target_build": self.bundle.target_build,
+            "modules": [
+                {
+                    "module": p.name,
+                    "path": p.path,
+                    "patched": [c.unit.qualname for c in p.code],
+                    "rerun": [
+                        f"{r.statement.lineno}: {r.statement.kind} {', '.join(r.statement.defines)}".strip()
+                        for r in p.reruns
+                    ],
+                    "removed": p.removed,
+                    "needs_restart": p.needs_restart,
+                    "warnings": p.warnings,
+                }
+                for p in self.plans
+                if not p.empty or p.warnings
+            ],
+            "needs_restart": self.bundle.needs_restart,
+            "warnings": list(self.bundle.warnings),
+        }
+
+
+class PatchError(ThinlinkError):
+    """A patch could not be made (a build's records are gone from the cache)."""
+
+
+def make_patch(
+    cache: Cache, old: Manifest, new: Manifest, main_path: str | None = None
+) -> PatchResult:
+    """The bundle that moves a process from build `old` to build `new`.
+
+    `main_path` is the program's main script, whose `if __name__ == "__main__":`
+    block ran: a change to it needs a restart.
+    """
+    before = old.by_path()
+    plans: list[ModulePlan] = []
+    modules: list[ModulePatch] = []
+    for entry in new.modules:
+        previous = before.get(entry.path)
+        if previous is not None and previous.digest == entry.digest:
+            continue
+        plan, patch = _module_patch(cache, previous, entry, entry.path == main_path)
+        plans.append(plan)
+        if patch is not None:
+            modules.append(patch)
+    reasons = [r for p in plans for r in p.needs_restart]
+    warnings = tuple(w for p in plans for w in p.warnings)
+    needs_restart = None
+    if reasons:
+        needs_restart = reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+    bundle = Bundle(old.build_id, new.build_id, tuple(modules), needs_restart, warnings)
+    return PatchResult(bundle, plans)
+
+
+def _module_patch(
+    cache: Cache, previous: ModuleEntry | None, entry: ModuleEntry, is_main: bool
+) -> tuple[ModulePlan, ModulePatch | None]:
+    new_record, new_text = _load(cache, entry)
+    new_statements = analyze_module(cache, new_record, new_text)
+    if previous is None or previous.record is None:
+        old_record, old_statements = ModuleRecord(entry.path, "", new_record.flags, ()), []
+    else:
+        old_record, old_text = _load(cache, previous)
+        old_statements = analyze_module(cache, old_record, old_text)
+    plan = plan_module(
+        entry.name,
+        entry.path,
+        (old_record, old_statements),
+        (new_record, new_statements),
+        is_main=is_main,
+    )
+    if plan.empty or plan.needs_restart:
+        return plan, None
+    lines = split_lines(new_text)
+    imports = new_record.imports()
+    functions = tuple(
+        _function_patch(cache, new_record, change, entry.path) for change in plan.code
+    )
+    statements = tuple(
+        Statement(
+            code=compile_fragment(
+                lines,
+                r.statement.lineno,
+                r.statement.end_lineno,
+                entry.path,
+                new_record.flags,
+                imports,
+            ),
+            defines=r.statement.defines,
+            lineno=r.statement.lineno,
+            source=r.statement.text,
+            mode=r.mode,
+            members=r.members,
+            removed=r.removed,
+        )
+        for r in plan.reruns
+    )
+    return plan, ModulePatch(entry.name, entry.path, functions, statements, tuple(plan.removed))
+
+
+def _function_patch(cache: Cache, record: ModuleRecord, change, path: str) -> FunctionPatch:  # noqa: ANN001
+    segment = record.segment_at(change.unit.lineno)
+    code = unit_code(cache, segment, change.unit) if segment is not None else None
+    if code is None:
+        raise PatchError(
+            f"{path}: compiled code of {change.unit.qualname} is missing from the cache"
+        )
+    attrs: CodeType | None = None
+    if change.attrs:
+        attrs = relocate(
+            compile(change.attrs, path, "eval", flags=record.flags, dont_inherit=True),
+            change.attrs_line - 1,
+        )
+    return FunctionPatch(change.unit.qualname, change.old_lineno, code, attrs)
+
+
+def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, str]:
+    payload = cache.get(entry.record or "")
+    record = load_record(payload) if payload is not None else None
+    source = cache.get(cache.source_key(entry.digest or ""))
+    if record is None or source is None:
+        raise PatchError(f"{entry.path}: build records are missing from the cache; rebuild")
+    return record, decode(source, entry.path)
