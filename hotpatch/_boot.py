@@ -24,6 +24,7 @@ import os
 import sys
 from importlib.machinery import SourceFileLoader, SourcelessFileLoader
 
+from . import _jumptable
 from ._image import Image, ImageError, read_image
 from ._loader import BuildFinder, install
 
@@ -132,6 +133,10 @@ def _start(image_path: str | None) -> BuildFinder | None:
     """Install the image's finder (if any) and the patch client hook; return the finder."""
     image = None if image_path is None else read_image(image_path)
     finder = None if image is None else install(image)
+    if image is not None:
+        _jumptable.set_build(image.build_id)  # patches for another build are refused
+    if os.environ.get("HOTPATCH_ENABLED") == "1":
+        _jumptable.enable()
     start_patch_client(image)
     return finder
 

@@ -124,6 +124,58 @@ def _is_cache(path: Path) -> bool:
     return not names or bool(names & {"objects", "builds", "refs"})
 
 
+@cli.command()
+@_cache_dir_option
+@click.option(
+    "--from",
+    "base",
+    default="last-good",
+    show_default=True,
+    help="Build to patch from (id or ref).",
+)
+@click.option("--to", "target", help="Build to patch to (default: build the working tree now).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the bundle here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the patch.")
+def patch(
+    cache_dir: Path | None, base: str, target: str | None, output: Path | None, as_json: bool
+) -> None:
+    """Write a patch bundle from one build to another and print what it changes."""
+    from hotpatch.bundle import save
+
+    from .errors import BuildFailed
+
+    project = Project(find_root(), cache_dir=cache_dir)
+    try:
+        result = project.patch(base, target)
+    except BuildFailed as failed:
+        for err in failed.result.errors:  # type: ignore[attr-defined]
+            console.error(str(err))
+        sys.exit(1)
+    if output is not None:
+        save(result.bundle, output)
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    _print_patch(summary, output)
+
+
+def _print_patch(summary: dict, output: Path | None) -> None:
+    console.info(f"patch {summary['base_build']} -> {summary['target_build']}")
+    for module in summary["modules"]:
+        for kind in ("patched", "rerun", "removed"):
+            for item in module[kind]:
+                console.info(f"  {kind:8} {module['module']}:{item}")
+        for warning in module["warnings"]:
+            console.warning(f"  warning: {warning}")
+    if summary["needs_restart"]:
+        console.warning(f"  needs restart: {summary['needs_restart']}")
+    if output is not None:
+        console.info(f"wrote {output}")
+
+
 def _print_build(result: BuildResult) -> None:
     for warning in result.warnings:
         console.warning(f"warning: {warning}")

@@ -7,7 +7,7 @@ needs to act on (the file and position of a syntax error, the offending setting)
 
 from __future__ import annotations
 
-__all__ = ["ThinlinkError", "SourceError", "ConfigError", "BuildNotFound"]
+__all__ = ["ThinlinkError", "SourceError", "ConfigError", "BuildNotFound", "BuildFailed"]
 
 
 class ThinlinkError(Exception):
@@ -50,3 +50,16 @@ class ConfigError(ThinlinkError):
 
 class BuildNotFound(ThinlinkError):
     """A build id was asked for that the cache does not hold (or no build exists yet)."""
+
+
+class BuildFailed(ThinlinkError):
+    """The working tree did not build (a syntax error...); `result.errors` says where.
+
+    Raised where a good build is required (making a patch). Nothing changed: the last
+    good build is still the one patches start from.
+    """
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        errors = getattr(result, "errors", ())
+        super().__init__("\n".join(str(e) for e in errors) or "the build failed")

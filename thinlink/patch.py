@@ -43,10 +43,7 @@ class PatchResult:
                     "module": p.name,
                     "path": p.path,
                     "patched": [c.unit.qualname for c in p.code],
-                    "rerun": [
-                        f"{r.statement.lineno}: {r.statement.kind} {', '.join(r.statement.defines)}".strip()
-                        for r in p.reruns
-                    ],
+                    "rerun": [_describe(r.statement) for r in p.reruns],
                     "removed": p.removed,
                     "needs_restart": p.needs_restart,
                     "warnings": p.warnings,
@@ -57,6 +54,10 @@ class PatchResult:
             "needs_restart": self.bundle.needs_restart,
             "warnings": list(self.bundle.warnings),
         }
+
+
+def _describe(statement) -> str:  # noqa: ANN001
+    return f"line {statement.lineno}: {statement.kind} {', '.join(statement.defines)}".rstrip()
 
 
 class PatchError(ThinlinkError):

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .build import Builder, BuildResult
+
+if TYPE_CHECKING:
+    from .patch import PatchResult
 from .config import cache_dir_for
+from .errors import BuildFailed
 from .manifest import BuildStore, Manifest
 from .sources import find_root
 
@@ -44,6 +49,35 @@ class Project:
         builder = self.builder(progress)
         try:
             return builder.build()
+        finally:
+            builder.close()
+
+    def patch(
+        self,
+        old: str | Manifest = "last-good",
+        new: str | Manifest | None = None,
+        *,
+        main_path: str | None = None,
+    ) -> PatchResult:
+        """The patch bundle from build `old` to build `new` (default: build the working
+        tree now). Builds are given by id, ref name (`last`, `last-good`) or manifest.
+
+        `SourceError`-carrying `BuildFailed` is raised when the working tree does not
+        build; nothing changes then (the last good build stays what it was).
+        """
+        from .patch import make_patch
+
+        base = old if isinstance(old, Manifest) else self.manifest(old)
+        if new is None:
+            result = self.build()
+            if not result.ok:
+                raise BuildFailed(result)
+            target = result.manifest
+        else:
+            target = new if isinstance(new, Manifest) else self.manifest(new)
+        builder = self.builder()
+        try:
+            return make_patch(builder.cache, base, target, main_path)
         finally:
             builder.close()
 

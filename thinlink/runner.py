@@ -47,7 +47,9 @@ def run_program(
     image = ensure_image(builder.cache, result.manifest)
     builder.close()
     purge_tool_modules({m.name for m in result.manifest.modules})
-    os.environ["HOTPATCH_BUILD"] = result.manifest.build_id
+    # The program runs from a build, so it can be patched: `hotpatch.hot` wraps and
+    # `hotpatch.call` goes through the jump table (children inherit this).
+    os.environ["HOTPATCH_ENABLED"] = "1"
     if module is not None:
         _boot.run_module(str(image), module, args)
     else:

@@ -1,0 +1,377 @@
+"""Apply a patch bundle to the live modules, all or nothing; undo the last one on request.
+
+Per module, inside one transaction: (a) swap the code of the live functions the bundle names
+(found by `_locate`), (b) re-run the changed top-level statements in source order and merge
+what each one defined into the live module (conform functions and classes in place, else
+rebind with a warning), (c) delete removed names. Any failure undoes the whole bundle.
+
+Threads: one apply at a time (`LOCK`). Other threads keep running meanwhile and see each
+function either old or new: every change is a single store, and nothing is deleted to be
+added again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from time import perf_counter
+from types import CodeType, ModuleType
+from typing import Any
+
+from . import _jumptable
+from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
+from ._errors import PatchError
+from ._jumptable import current_build, set_build
+from ._locate import closures_of, index_module, module_files
+from ._report import PatchReport
+from ._transaction import Transaction
+from .bundle import Bundle, ModulePatch, Statement, load
+
+__all__ = ["LOCK", "apply", "current_build", "rollback", "set_build"]
+
+LOCK = threading.RLock()  # serialises apply/rollback (re-entrant: a callback may apply)
+
+_history: list[_Applied] = []
+# Nested-function code this runtime installed, by (qualname, first line): what live closures
+# hold after a patch, and so where the next patch of that function must look.
+_installed: dict[tuple[str, int], list[CodeType]] = {}
+_MISSING: Any = object()
+_SINGLETONS = (None, True, False, Ellipsis, NotImplemented)
+
+
+@dataclass
+class _Applied:
+    previous_build: str | None
+    tx: Transaction
+    report: PatchReport
+    caches: list[object]
+
+
+def apply(
+    source: Bundle | bytes | str | os.PathLike[str], *, key: bytes | None = None
+) -> PatchReport:
+    """Apply a patch bundle (a `Bundle`, its bytes, or a path to a bundle file).
+
+    Returns the report. Raises `PatchError` (wrong base build, bad bundle, a re-run
+    statement raised) and then leaves the process exactly as it was. A bundle that needs a
+    restart is not applied: the report says why.
+    """
+    start = perf_counter()
+    bundle = source if isinstance(source, Bundle) else load(source, key)
+    timings = {"decode": _ms(start)}
+    with LOCK:
+        previous = current_build()
+        if previous is not None and bundle.base_build != previous:
+            raise PatchError(
+                f"refused: the bundle patches build {bundle.base_build!r}, "
+                f"but this process runs build {previous!r}"
+            )
+        if bundle.needs_restart is not None:
+            timings["total"] = _ms(start)
+            return PatchReport(
+                previous,
+                warnings=bundle.warnings,
+                needs_restart=bundle.needs_restart,
+                timings=timings,
+            )
+        tx = Transaction()
+        changes = Changes(warnings=list(bundle.warnings))
+        try:
+            _apply_modules(bundle, tx, changes, timings)
+        except NeedsRestart as exc:
+            tx.rollback()
+            _jumptable._update_mode()
+            timings["total"] = _ms(start)
+            return PatchReport(
+                previous, warnings=tuple(changes.warnings), needs_restart=str(exc), timings=timings
+            )
+        except BaseException:
+            tx.rollback()
+            _jumptable._update_mode()
+            raise
+        tx.commit()
+        set_build(bundle.target_build)
+        timings["total"] = _ms(start)
+        report = _report(bundle.target_build, changes, timings)
+        _history.append(_Applied(previous, tx, report, changes.caches))
+    _finish(changes.caches, report)
+    return report
+
+
+def rollback() -> PatchReport:
+    """Undo the last applied patch (repeat to undo earlier ones) and return what it undid.
+
+    Raises `PatchError` when no applied patch is left to undo.
+    """
+    start = perf_counter()
+    with LOCK:
+        if not _history:
+            raise PatchError("nothing to roll back: no applied patch is left")
+        applied = _history.pop()
+        applied.tx.rollback()
+        set_build(applied.previous_build)
+        done = applied.report
+        report = PatchReport(
+            applied.previous_build,
+            patched=done.patched,
+            added=done.removed,
+            removed=done.added,
+            rebound=done.rebound,
+            timings={"total": _ms(start)},
+            rolled_back=True,
+        )
+    _finish(applied.caches, report)
+    return report
+
+
+def _finish(caches: list[object], report: PatchReport) -> None:
+    # Caches filled by the old code are stale: clear them (harmless if they were not).
+    for cache in {id(c): c for c in caches}.values():
+        cache.cache_clear()  # type: ignore[attr-defined]
+    _jumptable._update_mode()
+    _jumptable.notify(report)
+
+
+def _apply_modules(
+    bundle: Bundle, tx: Transaction, changes: Changes, timings: dict[str, float]
+) -> None:
+    for patch in bundle.modules:
+        modules = _live_modules(patch)
+        if not modules:
+            changes.skipped.append(patch.name)  # imported later, it loads the new code
+        for module in modules:
+            tx.snapshot(module.__dict__)
+            files = module_files(module, patch.path)
+            merge = Merge(module.__name__, patch.name, files, tx, changes)
+            try:
+                _patch_module(module, patch, merge, timings)
+            except (PatchError, NeedsRestart, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                raise PatchError(f"{type(exc).__name__}: {exc}", patch.name) from exc
+
+
+def _patch_module(
+    module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
+) -> None:
+    if patch.functions:
+        _swap_functions(module, patch, merge, timings)
+    start = perf_counter()
+    for statement in patch.statements:
+        _rerun(module, statement, merge)
+    for name in patch.removed:
+        if name in module.__dict__:
+            merge.tx.delitem(module.__dict__, name)  # old references keep working
+            merge.changes.removed.append(f"{patch.name}:{name}")
+    timings["statements"] = timings.get("statements", 0.0) + _ms(start)
+
+
+def _swap_functions(
+    module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
+) -> None:
+    start = perf_counter()
+    index = index_module(module, merge.files)
+    live = index.functions
+    nested = {(f.qualname, f.old_lineno) for f in patch.functions if "<locals>" in f.qualname}
+    extra: dict[tuple[str, int], list[Any]] = {}
+    if nested:
+        codes = index.nested_codes(nested, merge.files)
+        codes += [c for k in nested for c in _installed.get(k, ()) if c.co_filename in merge.files]
+        codes += [fn.__code__ for k in nested for fn in live.get(k, ())]
+        for fn in closures_of(codes):
+            extra.setdefault((fn.__code__.co_qualname, fn.__code__.co_firstlineno), []).append(fn)
+    timings["locate"] = timings.get("locate", 0.0) + _ms(start)
+    start = perf_counter()
+    changes = merge.changes
+    for fp in patch.functions:
+        key = (fp.qualname, fp.old_lineno)
+        targets = list({id(f): f for f in live.get(key, []) + extra.get(key, [])}.values())
+        if not targets and key not in nested:
+            changes.warnings.append(
+                f"{patch.name}:{fp.qualname} (line {fp.old_lineno}): "
+                "no live function found, not patched"
+            )
+        swapped = []
+        attrs = None
+        for fn in targets:
+            reason = conform(fn, fp.code, merge.tx)
+            if reason is None:
+                swapped.append(fn)
+                if fp.attrs is not None:
+                    if attrs is None:
+                        attrs = _evaluate_attrs(module, fp)
+                    for attr, value in attrs.items():
+                        merge.tx.setattr(fn, attr, value)
+            else:
+                changes.warnings.append(
+                    f"{patch.name}:{fp.qualname}: a live function keeps its old code: {reason}"
+                )
+        if swapped:
+            changes.patched.append(f"{patch.name}:{fp.qualname}")
+            changes.caches.extend(index.caches_for(swapped))
+        if key in nested:
+            codes_now = _installed.setdefault((fp.qualname, fp.code.co_firstlineno), [])
+            codes_now[:] = [*codes_now[-7:], fp.code]  # bounded: old entries are only hints
+    timings["functions"] = timings.get("functions", 0.0) + _ms(start)
+
+
+_FUNCTION_ATTRS = frozenset({"__defaults__", "__kwdefaults__", "__doc__", "__annotations__"})
+
+
+def _evaluate_attrs(module: ModuleType, fp: Any) -> dict[str, Any]:
+    """The new defaults (and doc) of a patched function, evaluated where Python would:
+    in the module, with a method's class namespace as locals (`def m(self, x=LIMIT)`)."""
+    scope: dict[str, Any] = {}
+    owner: Any = module
+    for part in fp.qualname.split(".")[:-1]:
+        owner = getattr(owner, part, None) if part != "<locals>" else None
+        if not isinstance(owner, type):
+            break
+        scope = dict(vars(owner))
+    try:
+        values = eval(fp.attrs, module.__dict__, scope)
+    except Exception as exc:
+        raise PatchError(
+            f"evaluating the new defaults of {fp.qualname} raised {type(exc).__name__}: {exc}",
+            module.__name__,
+        ) from exc
+    if not isinstance(values, dict) or not set(values) <= _FUNCTION_ATTRS:
+        raise PatchError(f"bad attribute patch for {fp.qualname}", module.__name__)
+    return values
+
+
+class _Scratch(dict):  # type: ignore[type-arg]
+    """Locals for a re-run statement: what it binds lands here, not in the live module, so
+    each name can be merged (conformed in place, or rebound). `del name` of a module global
+    is recorded rather than failing, since these locals start empty."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.deleted: list[str] = []
+
+    def __setitem__(self, key: str, value: object) -> None:
+        if key in self.deleted:
+            self.deleted.remove(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if dict.__contains__(self, key):
+            super().__delitem__(key)
+        elif key in self.namespace and key not in self.deleted:
+            self.deleted.append(key)
+        else:
+            raise KeyError(key)
+
+
+def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
+    namespace = module.__dict__
+    scratch = _Scratch(namespace)
+    try:
+        exec(statement.code, namespace, scratch)
+    except (Exception, SystemExit) as exc:  # the user's statement: report it, undo all
+        import traceback  # only on this path: keep the first patch's import cost down
+
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # not our frame
+        text = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+        raise PatchError(
+            f"re-running `{_first_line(statement.source)}` raised "
+            f"{type(exc).__name__}: {exc}\n{text}",
+            merge.label,
+            f"line {statement.lineno}",
+        ) from exc
+    merge.changes.rerun.append(f"{merge.label}:{statement.lineno}")
+    annotations = scratch.pop("__annotations__", None)
+    for name, new in list(scratch.items()):
+        if statement.mode == "class" and isinstance(namespace.get(name), type):
+            merge.klass(namespace[name], new, name, statement.members, statement.removed)
+        else:
+            _bind(module, name, new, merge, force=statement.mode == "rebind")
+    if isinstance(annotations, dict) and annotations:
+        live = namespace.get("__annotations__")
+        if isinstance(live, dict):
+            for name, value in annotations.items():
+                merge.tx.setitem(live, name, value)
+    for name in scratch.deleted:
+        if name in namespace:
+            merge.tx.delitem(namespace, name)
+            merge.changes.removed.append(f"{merge.label}:{name}")
+
+
+def _bind(module: ModuleType, name: str, new: object, merge: Merge, force: bool = False) -> None:
+    namespace = module.__dict__
+    old = namespace.get(name, _MISSING)
+    if old is _MISSING:
+        merge.tx.setitem(namespace, name, new)
+        merge.changes.added.append(f"{merge.label}:{name}")
+        return
+    if not force and (merge.value(old, new, name) or values_equal(old, new)):
+        return  # conformed in place, or the same value: the live object stays
+    merge.tx.setitem(namespace, name, new)
+    if callable(old):
+        if merge.defined_here(old, name):
+            merge.changes.warnings.append(
+                f"{merge.label}:{name} was replaced by a new object (its decorator or kind "
+                "changed); references to the old one held elsewhere keep the old code"
+            )
+        _jumptable.redirect(old, new, f"{merge.label}:{name}", merge.tx)
+    _rebind_imports(module, name, old, new, merge)
+
+
+def _rebind_imports(module: ModuleType, name: str, old: object, new: object, merge: Merge) -> None:
+    # `from m import A` elsewhere: rebind where it still holds the very object m had. A
+    # singleton like None or True tells nothing about where it came from, so never those.
+    if any(old is s for s in _SINGLETONS):
+        return
+    for other in list(sys.modules.values()):
+        if other is module or not isinstance(other, ModuleType):
+            continue
+        namespace = other.__dict__
+        if namespace.get(name, _MISSING) is old:
+            merge.tx.setitem(namespace, name, new)
+            merge.changes.rebound.append(f"{other.__name__}.{name}")
+
+
+def _live_modules(patch: ModulePatch) -> list[ModuleType]:
+    """The live module objects for `patch`: the module by name, plus `__main__` when it runs
+    the same file (a script is also importable under its own name)."""
+    found = []
+    module = sys.modules.get(patch.name)
+    if isinstance(module, ModuleType):
+        found.append(module)
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if (
+        isinstance(main, ModuleType)
+        and main is not module
+        and patch.path
+        and isinstance(main_file, str)
+        and os.path.realpath(main_file) == os.path.realpath(patch.path)
+    ):
+        found.append(main)
+    return found
+
+
+def _report(build_id: str, changes: Changes, timings: dict[str, float]) -> PatchReport:
+    return PatchReport(
+        build_id,
+        patched=tuple(dict.fromkeys(changes.patched)),
+        added=tuple(changes.added),
+        removed=tuple(changes.removed),
+        rerun=tuple(changes.rerun),
+        warnings=tuple(changes.warnings),
+        timings=timings,
+        skipped=tuple(changes.skipped),
+        rebound=tuple(changes.rebound),
+    )
+
+
+def _first_line(source: str) -> str:
+    line = source.strip().splitlines()[0] if source.strip() else "<statement>"
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def _ms(start: float) -> float:
+    return (perf_counter() - start) * 1000.0

@@ -1,0 +1,417 @@
+"""Conform live definitions to freshly made ones, in place, so every reference sees the change.
+
+What we do (after jurigged's codefind `conform`): a live function keeps its identity and gets
+the new code, defaults, annotations and doc; callbacks, registries, `from m import f` and
+bound methods all hold that same object. A live class keeps its identity (`isinstance`,
+pickling, existing instances) and gets its members conformed, added or deleted one by one.
+
+What doesn't work: a function's free variables are fixed when it is made, so code with other
+free variables cannot go into it (the caller warns and the object keeps its old code). A
+wrapper whose decorator or decorator arguments changed cannot be conformed: the definition
+is re-bound to the new object and references held elsewhere keep the old one. A class whose
+bases, metaclass, `__slots__`, dataclass fields, Enum members or namedtuple fields changed
+needs a restart (`NeedsRestart` unwinds to the transaction, which undoes everything).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass, field
+from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
+from typing import Any
+
+from ._locate import unwrap_chain
+from ._transaction import Transaction
+
+__all__ = ["Changes", "Merge", "NeedsRestart", "conform", "conform_function", "values_equal"]
+
+_FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
+# Never copied from a re-run class onto the live one: identity and layout of the live class.
+_SKIP = frozenset(
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__slots__",
+        "_abc_impl",
+        "__dataclass_fields__",
+        "__dataclass_params__",
+    }
+)
+_SLOT_DESCRIPTORS = (MemberDescriptorType, GetSetDescriptorType)
+_MISSING: Any = object()
+
+
+class NeedsRestart(Exception):  # noqa: N818  (control flow inside the runtime, not an error)
+    """A change that cannot be applied in place; unwinds to the transaction."""
+
+
+@dataclass
+class Changes:
+    """What a patch did so far; the lists become the report's fields."""
+
+    patched: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rerun: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rebound: list[str] = field(default_factory=list)
+    caches: list[object] = field(default_factory=list)  # cleared after commit
+
+
+def conform(fn: FunctionType, code: CodeType, tx: Transaction) -> str | None:
+    """Give `fn` the code `code` in place (one store: callers see old or new, never a mix).
+
+    Returns None when done, or the reason it was refused (different free variables).
+    """
+    if fn.__code__.co_freevars != code.co_freevars:
+        return _freevar_reason(fn.__code__, code)
+    tx.setattr(fn, "__code__", code)
+    return None
+
+
+def conform_function(live: FunctionType, new: FunctionType, tx: Transaction) -> str | None:
+    """Copy code, defaults, kw-only defaults, annotations and doc from `new` onto `live`.
+
+    Returns None when done, or the reason it was refused (different free variables).
+    """
+    if live.__code__.co_freevars != new.__code__.co_freevars:
+        return _freevar_reason(live.__code__, new.__code__)
+    code, defaults, kwdefaults = new.__code__, new.__defaults__, new.__kwdefaults__
+    annotations, doc = new.__annotations__, new.__doc__
+    tx.remember_attrs(live, _FUNCTION_ATTRS)
+    # Straight-line stores with no call in between: CPython only switches threads at calls
+    # and backward jumps, so no other thread sees new code with old defaults.
+    live.__code__ = code
+    live.__defaults__ = defaults
+    live.__kwdefaults__ = kwdefaults
+    live.__annotations__ = annotations
+    live.__doc__ = doc
+    return None
+
+
+def _freevar_reason(old: CodeType, new: CodeType) -> str:
+    return f"free variables differ (live {old.co_freevars or '()'}, new {new.co_freevars or '()'})"
+
+
+class Merge:
+    """Merges re-run definitions of one module into its live objects."""
+
+    def __init__(
+        self, module: str, label: str, files: frozenset[str], tx: Transaction, changes: Changes
+    ) -> None:
+        self.module = module  # the live module's __name__ (what __module__ says)
+        self.label = label  # the name reports use
+        self.files = files
+        self.tx = tx
+        self.changes = changes
+
+    def value(self, old: object, new: object, qualname: str) -> bool:
+        """Conform `old` to `new` in place; False when that is not possible (nothing was
+        changed then, and the caller rebinds)."""
+        if old is new:
+            return True
+        kind = type(old)
+        if kind is not type(new):
+            return False
+        if kind is classmethod or kind is staticmethod:
+            return self.value(old.__func__, new.__func__, qualname)  # type: ignore[attr-defined]
+        if kind is functools.cached_property:
+            return self.value(old.func, new.func, qualname)  # type: ignore[attr-defined]
+        if issubclass(kind, property):
+            return self._property(old, new, qualname)  # type: ignore[arg-type]
+        if issubclass(kind, type):
+            if self.defined_here(old, qualname) and self.defined_here(new, qualname):
+                self.klass(old, new, qualname)  # type: ignore[arg-type]
+                return True
+            return False
+        plan = self._plan(old, new, qualname)
+        if plan is None:
+            return False
+        self._conform_plan(plan, qualname)
+        return True
+
+    def klass(
+        self,
+        live: type,
+        new: type,
+        qualname: str,
+        only: tuple[str, ...] | None = None,
+        removed: tuple[str, ...] = (),
+    ) -> None:
+        """Patch the live class in place to match `new`, a re-run of its definition.
+
+        With `only`, just those members are set and `removed` ones deleted: members whose
+        source did not change keep their live values (class data the app mutated).
+        """
+        reason = _class_change(live, new)
+        if reason:
+            raise NeedsRestart(f"{self.label}:{qualname}: {reason}")
+        _retarget_class_cell(new, live)
+        if only is not None:
+            self._members(live, new, qualname, only, removed)
+            return
+        is_enum = issubclass(live, enum.Enum)
+        live_dict = live.__dict__
+        for name, value in list(new.__dict__.items()):
+            if name in _SKIP or type(value) in _SLOT_DESCRIPTORS or issubclass(type(value), new):
+                continue  # layout, identity, or a member of the new class (Enum)
+            if is_enum and not _holds_code(value):
+                continue  # Enum bookkeeping is tied to the members, which did not change
+            sub = f"{qualname}.{name}"
+            old = live_dict.get(name, _MISSING)
+            if old is _MISSING:
+                self.tx.setattr(live, name, value)
+                self.changes.added.append(f"{self.label}:{sub}")
+            elif not self.value(old, value, sub) and not values_equal(old, value):
+                self.tx.setattr(live, name, value)
+                # Only the class holds a property object: replacing it loses no reference.
+                if not issubclass(type(old), property) and self.defined_here(old, sub):
+                    self._warn_rebound(sub)
+        for name in [n for n in live_dict if n not in new.__dict__ and n not in _SKIP]:
+            if self.defined_here(live_dict[name], f"{qualname}.{name}", prefix=True):
+                self.tx.delattr(live, name)
+                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+
+    def _members(
+        self, live: type, new: type, qualname: str, only: tuple[str, ...], removed: tuple[str, ...]
+    ) -> None:
+        for name in only:
+            value = new.__dict__.get(name, _MISSING)
+            if value is _MISSING:
+                continue
+            sub = f"{qualname}.{name}"
+            old = live.__dict__.get(name, _MISSING)
+            if old is _MISSING:
+                self.tx.setattr(live, name, value)
+                self.changes.added.append(f"{self.label}:{sub}")
+            elif not self.value(old, value, sub) and not values_equal(old, value):
+                self.tx.setattr(live, name, value)
+                if not issubclass(type(old), property) and self.defined_here(old, sub):
+                    self._warn_rebound(sub)
+        for name in removed:
+            if name in live.__dict__:
+                self.tx.delattr(live, name)
+                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+
+    def defined_here(self, obj: object, qualname: str, prefix: bool = False) -> bool:
+        """True when `obj` is a definition from this module (a function or class with this
+        qualname, or under it when `prefix`): something a user may hold a reference to."""
+        parent = qualname.rpartition(".")[0] + "." if prefix else None
+        if issubclass(type(obj), type):
+            name = obj.__dict__.get("__qualname__", obj.__qualname__)
+            return obj.__dict__.get("__module__") == self.module and (
+                name == qualname or (parent is not None and name.startswith(parent))
+            )
+        for fn in _functions_in(obj):
+            code = fn.__code__
+            if code.co_filename in self.files and (
+                code.co_qualname == qualname
+                or (parent is not None and code.co_qualname.startswith(parent))
+                or (parent is None and "<locals>" not in code.co_qualname)
+            ):
+                return True
+        return False
+
+    def _warn_rebound(self, qualname: str) -> None:
+        self.changes.warnings.append(
+            f"{self.label}:{qualname} was replaced by a new object (its decorator or kind "
+            "changed); references to the old one held elsewhere keep the old code"
+        )
+
+    def _property(self, old: property, new: property, qualname: str) -> bool:
+        pairs = [(old.fget, new.fget), (old.fset, new.fset), (old.fdel, new.fdel)]
+        if any((a is None) != (b is None) for a, b in pairs):
+            return False  # a setter or deleter added or removed: a new property object
+        plans = [self._plan(a, b, qualname) for a, b in pairs if a is not None]
+        if any(p is None for p in plans):
+            return False
+        for plan in plans:
+            self._conform_plan(plan, qualname)  # type: ignore[arg-type]
+        if old.__doc__ != new.__doc__:
+            self.tx.setattr(old, "__doc__", new.__doc__)
+        return True
+
+    def _is_target(self, fn: object, qualname: str) -> bool:
+        return (
+            type(fn) is FunctionType
+            and fn.__code__.co_qualname == qualname
+            and fn.__code__.co_filename in self.files
+        )
+
+    def _plan(self, old: object, new: object, qualname: str) -> tuple | None:
+        """Find the user's function inside both wrapper chains. Returns (live function,
+        new function, caches to clear) when the wrappers are equivalent (same decorator code,
+        same decorator arguments), else None. Checks only: changes nothing."""
+        old_chain, new_chain = unwrap_chain(old), unwrap_chain(new)
+        corr: dict[int, object] = {}
+        for depth, (a, b) in enumerate(zip(old_chain, new_chain, strict=False)):
+            corr[id(a)] = b
+            if self._is_target(a, qualname) and self._is_target(b, qualname):
+                return _target_plan(old_chain[:depth], new_chain[:depth], a, b, corr)
+        if len(old_chain) != len(new_chain):
+            return None
+        a, b = old_chain[-1], new_chain[-1]
+        if (
+            type(a) is FunctionType
+            and type(b) is FunctionType
+            and a.__code__.co_qualname == b.__code__.co_qualname
+            and a.__code__.co_filename == b.__code__.co_filename
+        ):
+            return _target_plan(old_chain[:-1], new_chain[:-1], a, b, corr)
+        return None
+
+    def _conform_plan(self, plan: tuple, qualname: str) -> None:
+        live, new, caches = plan
+        if _function_changed(live, new):
+            conform_function(live, new, self.tx)  # freevars were checked by the plan
+            self.changes.patched.append(f"{self.label}:{qualname}")
+            self.changes.caches.extend(caches)
+
+
+def _target_plan(
+    old_wrappers: list,
+    new_wrappers: list,
+    live: FunctionType,
+    new: FunctionType,
+    corr: dict[int, object],
+) -> tuple | None:
+    if any(not _equivalent(a, b, corr) for a, b in zip(old_wrappers, new_wrappers, strict=True)):
+        return None
+    if live.__code__.co_freevars != new.__code__.co_freevars or not _cells_equal(live, new, corr):
+        return None
+    return live, new, [w for w in old_wrappers if hasattr(w, "cache_clear")]
+
+
+def _equivalent(a: object, b: object, corr: dict[int, object]) -> bool:
+    """Two wrapper levels made by the same decorator with the same arguments."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is FunctionType:
+        return (
+            a.__code__ == b.__code__  # type: ignore[attr-defined]
+            and values_equal(a.__defaults__, b.__defaults__, corr)  # type: ignore[attr-defined]
+            and values_equal(a.__kwdefaults__, b.__kwdefaults__, corr)  # type: ignore[attr-defined]
+            and _cells_equal(a, b, corr)
+        )  # type: ignore[arg-type]
+    if hasattr(a, "cache_parameters"):
+        return a.cache_parameters() == b.cache_parameters()  # type: ignore[attr-defined]
+    return False
+
+
+def _cells_equal(a: FunctionType, b: FunctionType, corr: dict[int, object]) -> bool:
+    cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+    if len(cells_a) != len(cells_b):
+        return False
+    for x, y in zip(cells_a, cells_b, strict=True):
+        try:
+            vx, vy = x.cell_contents, y.cell_contents
+        except ValueError:  # an empty cell: equal only if both are
+            if _cell_empty(x) != _cell_empty(y):
+                return False
+            continue
+        if not values_equal(vx, vy, corr):
+            return False
+    return True
+
+
+def _cell_empty(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return True
+    return False
+
+
+def values_equal(
+    x: object, y: object, corr: dict[int, object] | None = None, depth: int = 0
+) -> bool:
+    """Equal for the purpose of "nothing changed": identical, corresponding (`corr` maps old
+    ids to new objects), or plain data that compares equal. Never calls a user `__eq__`."""
+    if x is y or (corr is not None and corr.get(id(x)) is y):
+        return True
+    kind = type(x)
+    if kind is not type(y) or depth > 8:
+        return False
+    if kind in _ATOMIC:
+        return x == y
+    if kind is tuple or kind is list:
+        return len(x) == len(y) and all(  # type: ignore[arg-type]
+            values_equal(a, b, corr, depth + 1) for a, b in zip(x, y, strict=True)
+        )  # type: ignore[call-overload]
+    if kind is dict:
+        return x.keys() == y.keys() and all(  # type: ignore[attr-defined]
+            values_equal(v, y[k], corr, depth + 1) for k, v in x.items()
+        )  # type: ignore[attr-defined,index]
+    if kind is frozenset or kind is set:
+        return all(type(v) in _ATOMIC for v in x) and x == y  # type: ignore[attr-defined]
+    return False
+
+
+def _function_changed(live: FunctionType, new: FunctionType) -> bool:
+    return (
+        live.__code__ != new.__code__
+        or live.__doc__ != new.__doc__
+        or not values_equal(live.__defaults__, new.__defaults__)
+        or not values_equal(live.__kwdefaults__, new.__kwdefaults__)
+    )
+
+
+def _functions_in(obj: object) -> list[FunctionType]:
+    """The functions a class member consists of (unwrapping descriptors and wrappers)."""
+    parts: list[object] = [obj]
+    if type(obj) in (classmethod, staticmethod):
+        parts = [obj.__func__]  # type: ignore[attr-defined]
+    elif issubclass(type(obj), property):
+        parts = [obj.fget, obj.fset, obj.fdel]  # type: ignore[attr-defined]
+    elif type(obj) is functools.cached_property:
+        parts = [obj.func]  # type: ignore[attr-defined]
+    return [f for p in parts if p is not None for f in unwrap_chain(p) if type(f) is FunctionType]
+
+
+def _holds_code(obj: object) -> bool:
+    return bool(_functions_in(obj))
+
+
+def _retarget_class_cell(new: type, live: type) -> None:
+    # Methods using super() or __class__ close over the class being defined: the throwaway
+    # re-run class. Point that cell at the live class, since the live class is what stays.
+    for value in new.__dict__.values():
+        for fn in _functions_in(value):
+            names = fn.__code__.co_freevars
+            if "__class__" in names and fn.__closure__:
+                cell = fn.__closure__[names.index("__class__")]
+                if not _cell_empty(cell) and cell.cell_contents is new:
+                    cell.cell_contents = live
+
+
+def _class_change(live: type, new: type) -> str | None:
+    """Why `new` cannot be patched into `live` in place, or None."""
+    if type(live) is not type(new):
+        return "its metaclass changed"
+    if live.__bases__ != new.__bases__:
+        return "its base classes changed"
+    if live.__dict__.get("__slots__") != new.__dict__.get("__slots__"):
+        return "its __slots__ changed"
+    if _dataclass_shape(live) != _dataclass_shape(new):
+        return "its dataclass fields or parameters changed"
+    if live.__dict__.get("_fields") != new.__dict__.get("_fields"):
+        return "its namedtuple fields changed"
+    if issubclass(live, enum.Enum):
+        old_members = [(m.name, m.value) for m in live.__members__.values()]  # type: ignore[var-annotated]
+        new_members = [(m.name, m.value) for m in new.__members__.values()]  # type: ignore[attr-defined]
+        if not values_equal(old_members, new_members):
+            return "its Enum members changed"
+    return None
+
+
+def _dataclass_shape(cls: type) -> object:
+    fields = cls.__dict__.get("__dataclass_fields__")
+    if fields is None:
+        return None
+    params = cls.__dict__.get("__dataclass_params__")
+    return repr(params), [(name, repr(f.type), f.init, f.kw_only) for name, f in fields.items()]

@@ -1,0 +1,360 @@
+"""The jump table, `hot` wrappers, safe points and the queue of patches waiting for one.
+
+What we do. Most patches swap `__code__` in place, so every reference to a function already
+runs the new body and needs no table. The table only maps an object that a patch had to
+*replace* (a definition re-run with another decorator) to its replacement, for the callers
+that go through `call` or `@hot`; it is also keyed by `module:qualname`.
+
+Why `call` is a `functools.partial`. A Python `def call(fn, /, *args, **kwargs)` costs 4-5x a
+trivial `f()` by itself (the args tuple, the kwargs dict, the non-inlined `f(*args)`), measured
+on 3.11-3.13. So `call` is a partial whose target we switch with `__setstate__` (one C-level
+store, safe under the GIL while other threads call through it):
+  - nothing to do (not enabled, empty table, nothing queued): `operator.call`, all in C,
+    measured 2.2x a trivial `f()` on 3.11 and 2.7x on 3.12/3.13 (operator.call alone: 1.9x);
+  - otherwise `_call`, a Python function: the table lookup and, while a patch is pending,
+    the safe-point check (4.6x on 3.11, 6x on 3.12/3.13). Once enabled, `call` stays on
+    `_call`, so that every `call` has a frame and "the outermost call" can be told from the
+    stack; a C fast path there would leave calls in progress invisible.
+
+Safe points. A patch from outside is `submit()`ted by the client thread. The outermost
+`call`/`@hot` call on the main thread, or `safepoint()`, applies what is pending. If the main
+thread does not get there within `GRACE` seconds, the client thread applies it itself (each
+function swap is one attribute store, atomic under the GIL): `due()` is that decision and
+`deliver()` does submit-wait-apply. The grace is only spent on a main thread that has shown
+it reaches safe points; otherwise patches go live at once.
+"""
+
+from __future__ import annotations
+
+# Only modules that are free at start-up: an app imports this for `@hot`/`call` in
+# production too, where it must cost nothing. functools, threading and logging load lazily.
+import _thread
+import os
+import sys
+import time
+from _functools import partial
+from _operator import call as _operator_call
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from ._report import PatchReport
+    from ._transaction import Transaction
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "GRACE",
+    "PendingPatch",
+    "call",
+    "current_build",
+    "deliver",
+    "due",
+    "enable",
+    "enabled",
+    "grace",
+    "hot",
+    "on_patch",
+    "resolve",
+    "safepoint",
+    "set_build",
+    "submit",
+]
+
+GRACE = 0.020  # seconds the client thread waits for the main thread's safe point
+
+# Old object -> replacement. Only objects hashed by identity are keys (never a user __hash__),
+# and `_keyed` holds their types so the lookup is skipped for every other callable.
+_table: dict[object, object] = {}
+_keyed: set[type] = set()
+_by_name: dict[str, object] = {}  # "module:qualname" -> latest object
+
+_build: str | None = None  # the build this process runs (see set_build)
+_enabled = False
+_pending = False  # a patch is queued (or, once enabled, a probe: see _at_call)
+_responsive = False  # the main thread reached a safe point since the last patch
+_queue: list[PendingPatch] = []  # a handful at most: a list beats importing collections
+_queue_lock = _thread.allocate_lock()
+_callbacks: list[Callable[[PatchReport], object]] = []
+_local = _thread._local()
+
+
+def _main_thread_ident() -> int:
+    get = getattr(_thread, "_get_main_thread_ident", None)  # 3.12+
+    if get is not None:
+        return get()
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        return threading.main_thread().ident
+    return _thread.get_ident()  # threading not imported yet: this is the main thread
+
+
+_MAIN_THREAD = _main_thread_ident()
+
+
+def _logger() -> Any:
+    import logging  # only on error paths
+
+    return logging.getLogger(__name__)
+
+
+class PendingPatch:
+    """A submitted patch. `done` (a threading.Event) is set once it was applied or refused;
+    then `report` or `error` says which."""
+
+    __slots__ = ("data", "key", "submitted", "done", "report", "error")
+
+    def __init__(self, data: bytes, key: bytes | None, submitted: float) -> None:
+        import threading
+
+        self.data = data
+        self.key = key
+        self.submitted = submitted
+        self.done = threading.Event()
+        self.report: PatchReport | None = None
+        self.error: Exception | None = None
+
+
+def current_build() -> str | None:
+    """The build id this process runs, or None when it was not started from a build.
+
+    Kept here, not in `_apply`, so the importer can `set_build()` at start-up for free.
+    """
+    return _build
+
+
+def set_build(build_id: str | None) -> None:
+    """Record the build this process runs (the importer calls it when loading a build).
+    A patch for another base build is refused from then on."""
+    global _build
+    _build = build_id
+
+
+def enable() -> None:
+    """Turn hot patching on for this process (as `HOTPATCH_ENABLED=1` does): `@hot` starts
+    wrapping and `call` goes through the jump table. Call it before importing the app."""
+    global _enabled, _pending
+    _enabled = True
+    _pending = True  # probe: the main thread's first call tells us it reaches safe points
+    _update_mode()
+
+
+def enabled() -> bool:
+    """True when hot patching is on (`enable()` was called or `HOTPATCH_ENABLED=1`)."""
+    return _enabled or os.environ.get("HOTPATCH_ENABLED") == "1"
+
+
+def _call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """`call` when there is something to check: safe point, then the table lookup."""
+    if _pending:
+        _at_call(sys._getframe(1))
+    if _table and type(fn) in _keyed:
+        fn = _table.get(fn, fn)  # type: ignore[assignment]
+    if kwargs:
+        return fn(*args, **kwargs)
+    return fn(*args)  # without the empty kwargs dict: a quarter faster
+
+
+call = partial(_operator_call)
+call.__doc__ = """call(fn, /, *args, **kwargs): call the latest version of `fn`.
+
+Goes through the jump table, so a definition that a patch replaced by a new object is
+still reached. The outermost `call` on the main thread is a safe point: pending patches
+are applied there, before `fn` runs. It costs about 2-3x a direct call of a trivial
+function while hot patching is off (all in C), about 5x once it is on.
+"""
+
+
+def _update_mode() -> None:
+    # Point `call` at the C fast path when there is nothing to look up or apply.
+    target = _call if (_enabled or _table or _queue) else _operator_call
+    if call.func is not target:
+        call.__setstate__((target, (), None, call.__dict__))
+
+
+def _hot_wrapper(fn: F) -> F:
+    import functools
+
+    @functools.wraps(fn)
+    def hot_call(*args: Any, **kwargs: Any) -> Any:
+        if _pending:
+            _at_call(sys._getframe(1))
+        target = _table.get(fn, fn) if _table and type(fn) in _keyed else fn
+        if kwargs:
+            return target(*args, **kwargs)  # type: ignore[operator]
+        return target(*args)  # type: ignore[operator]
+
+    return hot_call  # type: ignore[return-value]
+
+
+# The code objects of `_call` and of every hot wrapper: frames running them are calls in
+# progress. (Dug out of _hot_wrapper's constants, not made, so functools stays unimported.)
+_ENTRY_CODES = (
+    _call.__code__,
+    next(c for c in _hot_wrapper.__code__.co_consts if getattr(c, "co_name", None) == "hot_call"),
+)
+
+
+def hot(fn: F) -> F:
+    """Decorator: calls to `fn` go through the jump table and are safe points (as `call`).
+
+    When hot patching is not enabled it returns `fn` itself: zero cost in production.
+    """
+    if not enabled():
+        return fn
+    return _hot_wrapper(fn)
+
+
+def _at_call(frame: Any) -> None:
+    """Slow path of `call`/`@hot` while `_pending`: apply at the outermost one on main."""
+    global _pending, _responsive
+    if _thread.get_ident() != _MAIN_THREAD:
+        return
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code is _ENTRY_CODES[0] or code is _ENTRY_CODES[1]:
+            return  # inside another call/hot: the outermost one is the safe point
+        f = f.f_back
+    _responsive = True
+    with _queue_lock:
+        if not _queue:
+            _pending = False
+            return
+    _drain()
+
+
+def safepoint() -> tuple[PatchReport, ...]:
+    """Apply the pending patches now, on this thread; returns their reports.
+
+    For apps with their own loop. A patch that fails is logged and skipped (its
+    `PendingPatch.error` says why); the app keeps running on the code it had.
+    """
+    global _responsive, _pending
+    if _thread.get_ident() == _MAIN_THREAD:
+        _responsive = True
+    with _queue_lock:
+        if not _queue:
+            _pending = False
+            return ()
+    return _drain()
+
+
+def _drain() -> tuple[PatchReport, ...]:
+    global _pending
+    from . import _apply  # here, not at import: _apply imports this module
+
+    if getattr(_local, "draining", False):
+        return ()  # a callback of the patch being applied reached a safe point: not now
+    reports = []
+    with _apply.LOCK:  # one applier at a time, patches in submission order
+        _local.draining = True
+        try:
+            while True:
+                with _queue_lock:
+                    if not _queue:
+                        _pending = False
+                        break
+                    item = _queue.pop(0)
+                try:
+                    item.report = _apply.apply(item.data, key=item.key)
+                    reports.append(item.report)
+                except Exception as exc:  # boundary: a bad patch must not break the app
+                    item.error = exc
+                    _logger().error("hotpatch: %s", exc)
+                finally:
+                    item.done.set()
+        finally:
+            _local.draining = False
+    _update_mode()
+    return tuple(reports)
+
+
+def submit(data: bytes, *, key: bytes | None = None, now: float | None = None) -> PendingPatch:
+    """Queue a patch for the next safe point (thread-safe; called by the client thread)."""
+    global _pending
+    item = PendingPatch(bytes(data), key, time.monotonic() if now is None else now)
+    with _queue_lock:
+        _queue.append(item)
+        _pending = True
+    _update_mode()
+    return item
+
+
+def grace() -> float:
+    """Seconds to wait for the main thread: `GRACE` if it reached a safe point since the
+    last patch, else 0 (an app without safe points gets its patches at once)."""
+    return GRACE if _responsive else 0.0
+
+
+def due(pending: PendingPatch, now: float | None = None) -> bool:
+    """True when the submitting thread should apply `pending` itself: nobody applied it
+    and the grace period is over."""
+    now = time.monotonic() if now is None else now
+    return not pending.done.is_set() and now - pending.submitted >= grace()
+
+
+def deliver(data: bytes, *, key: bytes | None = None) -> PendingPatch:
+    """Submit a patch, give the main thread `grace()` seconds to apply it at a safe point,
+    then apply it from this thread. Returns once it is applied or refused."""
+    global _pending, _responsive
+    item = submit(data, key=key)
+    while not item.done.is_set():
+        remaining = item.submitted + grace() - time.monotonic()
+        if remaining > 0 and item.done.wait(remaining):
+            break
+        if due(item):
+            _responsive = False  # it did not come in time: don't wait for it next time ...
+            _drain()
+            if _enabled:
+                _pending = True  # ... unless its next call shows it reaches safe points
+    return item
+
+
+def on_patch(callback: Callable[[PatchReport], object]) -> Callable[[PatchReport], object]:
+    """Register `callback(report)`, run after each applied patch and each rollback.
+
+    Usable as a decorator (returns `callback`). A callback that raises is logged.
+    """
+    _callbacks.append(callback)
+    return callback
+
+
+def notify(report: PatchReport) -> None:
+    """Run the `on_patch` callbacks; one that raises is logged and the rest still run."""
+    for callback in list(_callbacks):
+        try:
+            callback(report)
+        except Exception:  # boundary: user callback
+            _logger().exception("hotpatch: on_patch callback %r raised", callback)
+
+
+def redirect(old: object, new: object, identity: str, tx: Transaction) -> None:
+    """Send calls through `call`/`@hot` to `old` (and its identity) to `new` from now on."""
+    tx.setitem(_by_name, identity, new)
+    keys = [old]
+    if type(old) is type(_call) and old.__code__ is _ENTRY_CODES[1]:
+        keys.append(old.__wrapped__)  # a hot wrapper: its target is a key too
+    keys = [k for k in keys if type(k).__hash__ is object.__hash__]
+    for key, value in list(_table.items()):
+        if any(value is k for k in keys):
+            tx.setitem(_table, key, new)  # keep every entry one hop from the latest
+    if type(new).__hash__ is object.__hash__ and new in _table:
+        tx.delitem(_table, new)  # new was replaced before and is back: no cycles
+    for key in keys:
+        _keyed.add(type(key))
+        tx.setitem(_table, key, new)
+    _update_mode()  # `call` must look entries up from now on
+
+
+def resolve(identity: str) -> object | None:
+    """The latest object for `module:qualname`, or None if unknown."""
+    if identity in _by_name:
+        return _by_name[identity]
+    module, _, qualname = identity.partition(":")
+    obj: object = sys.modules.get(module)
+    for part in qualname.split(".") if obj is not None else ():
+        obj = getattr(obj, part, None)
+    return obj
