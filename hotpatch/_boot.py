@@ -123,10 +123,11 @@ def main(args: list[str] | None = None) -> None:
 
 
 def start_patch_client(image: Image | None) -> None:
-    """Hook: connect to the dev server and apply patches when hot patching is enabled.
+    """Connect to the dev server (when the environment names one) in a daemon thread,
+    which applies the patches it sends; called once before the program's code runs."""
+    from . import _client
 
-    A no-op for now; called once before the program's code runs.
-    """
+    _client.start()
 
 
 def _start(image_path: str | None) -> BuildFinder | None:
