@@ -40,6 +40,11 @@ def start() -> bool:
     secret = os.environ.get("HOTPATCH_SECRET")
     if not address or not secret:
         return False
+    # Everything the thread will need is imported here, on the calling thread: a thread
+    # importing `typing` while the app's main thread is half-way through importing it
+    # shows the app a partially initialised module.
+    from . import _apply  # noqa: F401
+
     with _lock:
         if running():
             return True
@@ -60,8 +65,6 @@ def _after_fork() -> None:
 
 
 def _run(address: str, secret: bytes) -> None:
-    from . import _apply  # noqa: F401  - imported now, so the first patch does not pay for it
-
     delay = 0.05
     while True:
         try:

@@ -19,7 +19,7 @@ import marshal
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +133,12 @@ class Builder:
         if self._cache is not None:
             self._cache.close()
 
-    def build(self) -> BuildResult:
-        """Build the working tree; record it as `last` (and `last-good` if nothing failed)."""
+    def build(self, changed: Collection[str] | None = None) -> BuildResult:
+        """Build the working tree; record it as `last` (and `last-good` if nothing failed).
+
+        `changed` (paths, from a file watcher) limits the reading to those files: the
+        others are taken as the last build had them. Without it every file is read.
+        """
         started = time.perf_counter()
         sources, warnings = discover(self.root)
         previous = self._previous()
@@ -143,8 +147,16 @@ class Builder:
         changes: list[ModuleChange] = []
         cold: list[_Pending] = []
         reused = compiled = relocated = 0
+        recheck = None if changed is None else {os.path.abspath(p) for p in changed}
 
         for source in sources:
+            before = previous.get(source.path)
+            if recheck is not None and source.path not in recheck and before is not None:
+                entries[source.path] = before
+                if before.error is not None:
+                    errors.append(ThinlinkError(before.error))  # still failing, unread
+                reused += before.units
+                continue
             try:
                 data = _read_source(source.path)
             except OSError as exc:
@@ -154,7 +166,6 @@ class Builder:
                 continue
             digest = source_digest(data)
             key = self.cache.module_key("record", source.path, digest)
-            before = previous.get(source.path)
             # A checksummed read, not a membership test: a corrupt record is recompiled.
             if before is not None and before.digest == digest and self.cache.get(key) is not None:
                 entries[source.path] = ModuleEntry(

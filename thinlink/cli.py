@@ -98,6 +98,78 @@ def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> No
         raise _ProgramInterrupted(exc) from None
 
 
+@cli.command(cls=_ProgramCommand, context_settings={"allow_interspersed_args": False})
+@_cache_dir_option
+@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script.")
+@click.option(
+    "-w", "--watch", multiple=True, help="Path to watch (repeatable; default: the project)."
+)
+@click.option("--include", multiple=True, help="Glob of files to watch (repeatable; default *.py).")
+@click.option("--exclude", multiple=True, help="Glob of files to ignore (repeatable).")
+@click.option("--poll", is_flag=True, default=None, help="Poll for changes (Docker/VM mounts).")
+@click.option("--no-restart", is_flag=True, default=None, help="Never restart the app.")
+@click.option(
+    "--address",
+    help="Where processes connect: unix (default), tcp:127.0.0.1:PORT, or another host "
+    "with --allow-remote.",
+)
+@click.option("--allow-remote", is_flag=True, help="Allow an --address other than loopback.")
+@click.option("-v", "--verbose", is_flag=True, help="Print more detail.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dev(
+    cache_dir: Path | None,
+    module: str | None,
+    watch: tuple[str, ...],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    poll: bool | None,
+    no_restart: bool | None,
+    address: str | None,
+    allow_remote: bool,
+    verbose: bool,
+    args: tuple[str, ...],
+) -> None:
+    """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) and hot-patch it on every save."""
+    from .config import dev_settings
+    from .dev import DevSession
+    from .runner import script_root
+
+    if module is None and not args:
+        raise click.UsageError("a SCRIPT or -m MODULE is required")
+    script = None if module is not None else args[0]
+    project = Project(find_root(script_root(script)), cache_dir=cache_dir)
+    settings = dev_settings(
+        project.root,
+        watch=watch,
+        include=include,
+        exclude=exclude,
+        poll=poll,
+        restart=None if no_restart is None else not no_restart,
+        address=address,
+    )
+    _check_address(settings.address, allow_remote)
+    target = ["-m", module, *args] if module is not None else list(args)
+    session = DevSession(project.builder(), settings, target, verbose=verbose)
+    sys.exit(session.run())
+
+
+def _check_address(address: str | None, allow_remote: bool) -> None:
+    if address in (None, "unix"):
+        return
+    host = address.removeprefix("tcp:").rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "::1", "localhost", ""):
+        return
+    if not allow_remote:
+        raise ConfigError(
+            f"--address {address} is not loopback: anyone who can reach it can run code in "
+            "the app; add --allow-remote to do it anyway"
+        )
+    console.warning(
+        f"warning: patches are served on {address}; anyone who can reach it and holds the "
+        "session secret can run code in the app"
+    )
+
+
 @cli.command()
 @click.argument(
     "path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import click
 
-__all__ = ["error", "warning", "info", "progress_bar"]
+__all__ = ["error", "warning", "info", "success", "progress_bar"]
 
 
 def _color() -> bool | None:
@@ -27,6 +27,10 @@ def error(message: str) -> None:
 
 def warning(message: str) -> None:
     click.secho(message, fg="yellow", err=True, color=_color())
+
+
+def success(message: str) -> None:
+    click.secho(message, fg="green", err=True, color=_color())
 
 
 def info(message: str) -> None:

@@ -1,0 +1,170 @@
+"""The dev server: a socket every process of the app connects to, to receive patches.
+
+It listens on a Unix socket in a private directory (mode 0700) by default, or on
+loopback TCP; another address only when asked explicitly (the caller warns). Each
+connection is authenticated (see `hotpatch._protocol`); a client says hello with its
+build, and the server's `on_hello` may answer with a catch-up patch. `broadcast` sends
+a bundle to every connected process and collects their reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass, field
+
+from hotpatch._protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, accept
+
+__all__ = ["Client", "DevServer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected app process."""
+
+    channel: Channel
+    pid: int = 0
+    build: str | None = None
+    main: str | None = None
+    reports: queue.Queue = field(default_factory=queue.Queue)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send_patch(self, bundle: bytes) -> None:
+        with self.send_lock:
+            self.channel.send(PATCH, bundle)
+
+
+class DevServer:
+    """Accepts app processes and sends them patches. Operation is thread-safe."""
+
+    def __init__(self, secret: bytes, address: str | None = None, on_hello=None) -> None:  # noqa: ANN001
+        self.secret = secret
+        self.on_hello = on_hello
+        self.clients: list[Client] = []
+        self._lock = threading.Lock()
+        self._closing = False
+        self._tmpdir: str | None = None
+        self.sock, self.address = self._listen(address)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="thinlink-server", daemon=True
+        )
+        self._thread.start()
+
+    def _listen(self, address: str | None) -> tuple[socket.socket, str]:
+        if address is None or address == "unix":
+            self._tmpdir = tempfile.mkdtemp(prefix="thinlink-")  # created 0700
+            os.chmod(self._tmpdir, 0o700)
+            path = os.path.join(self._tmpdir, "dev.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            sock.listen(64)
+            return sock, f"unix:{path}"
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port or 0)))
+        sock.listen(64)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+        return sock, f"tcp:{shown}:{bound_port}"
+
+    def _accept_loop(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            channel = accept(conn, self.secret)
+            kind, payload = channel.receive()
+            if kind != HELLO:
+                raise ProtocolError("the first frame must be a hello")
+            hello = json.loads(payload)
+        except (ProtocolError, ValueError, EOFError, OSError) as exc:
+            log.warning("thinlink: dropped a connection: %s", exc)
+            conn.close()
+            return
+        client = Client(channel, int(hello.get("pid") or 0), hello.get("build"), hello.get("main"))
+        with self._lock:
+            self.clients.append(client)
+        if self.on_hello is not None:
+            threading.Thread(target=self.on_hello, args=(client,), daemon=True).start()
+        try:
+            while True:
+                kind, payload = channel.receive()
+                if kind == REPORT:
+                    client.reports.put(json.loads(payload))
+                elif kind == BYE:
+                    break
+        except (ProtocolError, ValueError) as exc:
+            log.warning("thinlink: dropped a connection from pid %s: %s", client.pid, exc)
+        except (EOFError, OSError):
+            pass
+        finally:
+            with self._lock:
+                if client in self.clients:
+                    self.clients.remove(client)
+            client.reports.put(None)  # wakes a broadcast waiting on this client
+            channel.close()
+
+    def connected(self) -> list[Client]:
+        with self._lock:
+            return list(self.clients)
+
+    def send(self, client: Client, bundle: bytes, timeout: float = 30.0) -> dict | None:
+        """Send one bundle to one client and wait for its report (None if it left)."""
+        try:
+            client.send_patch(bundle)
+        except OSError:
+            return None
+        try:
+            return client.reports.get(timeout=timeout)
+        except queue.Empty:
+            return {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
+
+    def broadcast(self, bundle: bytes, timeout: float = 30.0) -> list[dict]:
+        """Send a bundle to every connected process; their reports (in any order)."""
+        clients = self.connected()
+        for client in clients:
+            try:
+                client.send_patch(bundle)
+            except OSError:
+                pass
+        reports = []
+        for client in clients:
+            try:
+                report = client.reports.get(timeout=timeout)
+            except queue.Empty:
+                report = {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
+            if report is not None:
+                client.build = report.get("build", client.build)
+                reports.append(report)
+        return reports
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for client in self.connected():
+            client.channel.close()
+        if self._tmpdir is not None:
+            path = os.path.join(self._tmpdir, "dev.sock")
+            for remove in (lambda: os.unlink(path), lambda: os.rmdir(self._tmpdir)):
+                try:
+                    remove()
+                except OSError:
+                    pass
