@@ -17,6 +17,14 @@ import sys as _sys
 # interpreter started with from those this tool imported (see runner.py).
 _STARTUP_MODULES = frozenset(_sys.modules)
 
-from .project import Project  # noqa: E402
-
 __all__ = ["Project"]
+
+
+def __getattr__(name: str) -> object:
+    # Loaded on first use: `python -m thinlink` and the console script import this
+    # package first, and a no-op build should not pay for what it does not use.
+    if name == "Project":
+        from .project import Project
+
+        return Project
+    raise AttributeError(f"module 'thinlink' has no attribute {name!r}")

@@ -67,11 +67,19 @@ class Statement:
         return self.defines[0] if self.kind in ("function", "class") and self.defines else ""
 
     def moved(self, delta: int) -> Statement:
-        return replace(
-            self,
-            lineno=self.lineno + delta,
-            end_lineno=self.end_lineno + delta,
-            members=tuple(m.moved(delta) for m in self.members),
+        if not delta:
+            return self
+        return Statement(
+            self.lineno + delta,
+            self.end_lineno + delta,
+            self.kind,
+            self.defines,
+            self.reads,
+            self.body_globals,
+            self.decorators,
+            self.header,
+            self.text,
+            tuple(m.moved(delta) for m in self.members),
         )
 
 
@@ -91,15 +99,26 @@ def analyze_segment(
 ) -> list[Statement]:
     """The statements of one segment, from the cache when its text was seen before."""
     key = f"ana:{_FORMAT}:{segment.digest}"
-    payload = cache.get(key) if cache is not None else None
-    if payload is not None:
-        relative = [_load(s) for s in marshal.loads(payload)]
-    else:
-        text = "".join(lines[segment.start - 1 : segment.end])
-        relative = list(_analyze(text, flags))
-        if cache is not None:
-            cache.put(key, marshal.dumps([_dump(s) for s in relative]))
+    relative = _memo.get(key)
+    if relative is None:
+        payload = cache.get(key) if cache is not None else None
+        if payload is not None:
+            relative = [_load(s) for s in marshal.loads(payload)]
+        else:
+            text = "".join(lines[segment.start - 1 : segment.end])
+            relative = list(_analyze(text, flags))
+            if cache is not None:
+                cache.put(key, marshal.dumps([_dump(s) for s in relative]))
+        if len(_memo) > _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = relative
     return [s.moved(segment.start - 1) for s in relative]
+
+
+# Analyses by segment digest, for a long-lived process (`thinlink dev`): content keyed,
+# so never stale; cleared when it grows past this many segments.
+_memo: dict[str, list[Statement]] = {}
+_MEMO_SIZE = 50_000
 
 
 def _analyze(text: str, flags: int) -> Iterator[Statement]:

@@ -30,7 +30,7 @@ from .errors import SourceError, ThinlinkError
 from .manifest import BuildStore, Manifest, ModuleEntry, make_build_id
 from .rebuild import compile_whole, count_units, rebuild, store
 from .sources import SourceFile, discover
-from .units import load_record
+from .units import ModuleRecord
 
 __all__ = ["BuildResult", "Builder", "ModuleChange"]
 
@@ -114,6 +114,7 @@ class Builder:
         *,
         jobs: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        memo: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         self.cache_dir = Path(cache_dir)
@@ -121,12 +122,13 @@ class Builder:
         self.progress = progress
         self.store = BuildStore(self.cache_dir)
         self._cache: Cache | None = None
+        self._memo = memo  # keep cache reads in memory (a long-lived session)
 
     @property
     def cache(self) -> Cache:
         """The cache, opened on first use: a no-op build never needs it."""
         if self._cache is None:
-            self._cache = Cache(self.cache_dir)
+            self._cache = Cache(self.cache_dir, memo=self._memo)
         return self._cache
 
     def close(self) -> None:
@@ -226,9 +228,8 @@ class Builder:
         except ThinlinkError:
             return {}
 
-    def _cached_record(self, key: str):  # noqa: ANN202
-        payload = self.cache.get(key)
-        return load_record(payload) if payload is not None else None
+    def _cached_record(self, key: str) -> ModuleRecord | None:
+        return self.cache.get_record(key)
 
     def _rebuild(
         self,

@@ -26,6 +26,8 @@ from types import CodeType
 import diskcache
 import xxhash
 
+from .units import ModuleRecord, dump_record, load_record
+
 __all__ = ["Cache", "INTERPRETER_TAG", "DEFAULT_SIZE_LIMIT"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
 DEFAULT_SIZE_LIMIT = 2**30  # 1 GiB
 _SUM = 8  # bytes of checksum in front of every value
+_MEMO_BYTES = 64 * 2**20
 
 
 class Cache:
@@ -42,8 +45,18 @@ class Cache:
     build workers open their own), but many processes may open the same directory.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], size_limit: int = DEFAULT_SIZE_LIMIT):
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        size_limit: int = DEFAULT_SIZE_LIMIT,
+        *,
+        memo: bool = False,
+    ):
         self.directory = Path(directory)
+        self._memo: dict[str, bytes] = {}
+        self._memo_bytes = 0
+        self._memo_limit = _MEMO_BYTES if memo else 0
+        self._records: dict[str, ModuleRecord] = {}
         self._store = diskcache.Cache(
             str(self.directory / "objects"),
             size_limit=size_limit,
@@ -76,7 +89,31 @@ class Cache:
     # values -----------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        """The bytes stored under `key`, or None when missing or corrupt."""
+        """The bytes stored under `key`, or None when missing or corrupt.
+
+        With `memo=True`, values read or written once are remembered (up to 64 MiB):
+        every key names content, so a remembered value is never stale, and a long-lived
+        process (`thinlink dev`) reads each version of a module from disk once.
+        """
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        payload = self._read(key)
+        if payload is not None:
+            self._remember(key, payload)
+        return payload
+
+    def _remember(self, key: str, payload: bytes) -> None:
+        if not self._memo_limit:
+            return
+        if self._memo_bytes + len(payload) > self._memo_limit:
+            self._memo.clear()
+            self._records.clear()
+            self._memo_bytes = 0
+        self._memo[key] = payload
+        self._memo_bytes += len(payload)
+
+    def _read(self, key: str) -> bytes | None:
         try:
             value = self._store.get(key)
         except (OSError, diskcache.Timeout) as exc:  # a vanished value file is a miss
@@ -108,9 +145,26 @@ class Cache:
     def put(self, key: str, payload: bytes) -> None:
         """Store `payload` under `key`. Operation is atomic."""
         self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
+        self._remember(key, payload)
 
     def __contains__(self, key: str) -> bool:
         return key in self._store
+
+    def get_record(self, key: str) -> ModuleRecord | None:
+        """The module record under `key` (decoded once per key with `memo=True`)."""
+        found = self._records.get(key)
+        if found is not None:
+            return found
+        payload = self.get(key)
+        record = load_record(payload) if payload is not None else None
+        if record is not None and self._memo_limit:
+            self._records[key] = record
+        return record
+
+    def put_record(self, key: str, record: ModuleRecord) -> None:
+        self.put(key, dump_record(record))
+        if self._memo_limit:
+            self._records[key] = record
 
     def get_code(self, key: str) -> CodeType | None:
         payload = self.get(key)
@@ -141,6 +195,8 @@ class Cache:
 
     def clear(self) -> int:
         """Remove every entry; returns how many were removed."""
+        self._memo.clear()
+        self._memo_bytes = 0
         return self._store.clear()
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import console
-from .build import BuildResult
+from .build import Builder, BuildResult
 from .errors import ConfigError, ThinlinkError
 from .project import Project
 from .sources import find_root
@@ -149,7 +149,8 @@ def dev(
     )
     _check_address(settings.address, allow_remote)
     target = ["-m", module, *args] if module is not None else list(args)
-    session = DevSession(project.builder(), settings, target, verbose=verbose)
+    builder = Builder(project.root, project.cache_dir, memo=True)
+    session = DevSession(builder, settings, target, verbose=verbose)
     sys.exit(session.run())
 
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import __future__
 
 import bisect
-import dis
-import inspect
 import marshal
+import opcode
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from types import CodeType
@@ -50,6 +49,7 @@ for _name in __future__.all_feature_names:
     FUTURE_MASK |= getattr(__future__, _name).compiler_flag
 
 _INDENT = (" ", "\t", "\x0c")
+_CO_NEWLOCALS = 0x0002  # inspect.CO_NEWLOCALS, without importing inspect
 # What str.splitlines breaks on besides "\n" (the tokenizer does not).
 _OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -173,7 +173,7 @@ def _units_in(code: CodeType, digests: _Digests) -> Iterator[Unit]:
 def _is_class_body(code: CodeType) -> bool:
     # Functions get a fresh, optimised local namespace; a class body runs in the
     # namespace dict that becomes the class, so it lacks CO_NEWLOCALS.
-    return not code.co_flags & inspect.CO_NEWLOCALS
+    return not code.co_flags & _CO_NEWLOCALS
 
 
 class _Digests:
@@ -239,7 +239,7 @@ def _canonical(const: object) -> object:
     return const
 
 
-_OP = dis.opmap
+_OP = opcode.opmap
 _IMPORT_NAME = _OP["IMPORT_NAME"]
 _STORES = (_OP["STORE_NAME"], _OP["STORE_GLOBAL"])
 _SKIP = (0, _OP["EXTENDED_ARG"], _OP["IMPORT_FROM"])  # 0 is CACHE
@@ -328,7 +328,7 @@ def _move_class_firstlineno(code: CodeType, old_line: int) -> CodeType:
 
 def _firstlineno_const(code: CodeType) -> tuple[int, int] | None:
     """(const index, offset of its LOAD_CONST) of a class body's `__firstlineno__`."""
-    if code.co_flags & inspect.CO_NEWLOCALS or "__firstlineno__" not in code.co_names:
+    if code.co_flags & _CO_NEWLOCALS or "__firstlineno__" not in code.co_names:
         return None
     name = code.co_names.index("__firstlineno__")
     raw = code.co_code

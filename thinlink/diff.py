@@ -21,8 +21,9 @@ runtime only carries them out:
 from __future__ import annotations
 
 import ast
+import bisect
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .analysis import Member, Statement
@@ -90,9 +91,16 @@ def plan_module(
     new: tuple[ModuleRecord, list[Statement]],
     *,
     is_main: bool = False,
+    all_new: Callable[[], list[Statement]] | None = None,
 ) -> ModulePlan:
-    """What a process running the old version of a module must do to run the new one."""
+    """What a process running the old version of a module must do to run the new one.
+
+    The statement lists may be just those of the segments that differ (the rest being
+    unchanged); `all_new()` then gives every statement of the new version, asked for
+    only when something was re-bound or removed (to find what depends on it).
+    """
     (old_record, old_statements), (new_record, new_statements) = old, new
+    every_new = all_new or (lambda: new_statements)
     plan = ModulePlan(name, path)
     old_units = _units_by_statement(old_record, old_statements)
     new_units = _units_by_statement(new_record, new_statements)
@@ -136,7 +144,7 @@ def plan_module(
         elif after.kind != "main" or is_main:
             plan.needs_restart.append(f"{where}: new module-level statement: {_first(after.text)}")
 
-    still_defined = {n for s in new_statements for n in s.defines}
+    still_defined = {n for s in every_new() for n in s.defines} if removed else set()
     for before in removed:
         if before.kind in ("function", "class", "assign", "import"):
             gone = [n for n in before.defines if n not in still_defined]
@@ -147,7 +155,8 @@ def plan_module(
                 f"{path}:{before.lineno}: module-level statement removed: {_first(before.text)}"
             )
 
-    _rerun_dependents(plan, new_statements, rerun_at, changed_names)
+    if changed_names:
+        _rerun_dependents(plan, every_new(), rerun_at, changed_names)
     plan.reruns = [rerun_at[line] for line in sorted(rerun_at)]
     return plan
 
@@ -186,11 +195,12 @@ def _match(
 def _units_by_statement(record: ModuleRecord, statements: list[Statement]) -> dict[int, list[Unit]]:
     """The units (functions, classes, methods) defined inside each statement."""
     units = sorted(record.units(), key=lambda u: u.lineno)
+    lines = [u.lineno for u in units]
     out: dict[int, list[Unit]] = {}
     for statement in statements:
-        out[id(statement)] = [
-            u for u in units if statement.lineno <= u.lineno <= statement.end_lineno
-        ]
+        lo = bisect.bisect_left(lines, statement.lineno)
+        hi = bisect.bisect_right(lines, statement.end_lineno)
+        out[id(statement)] = units[lo:hi]
     return out
 
 

@@ -10,19 +10,20 @@ alone at its own lines. The bundle format is the runtime's (`hotpatch.bundle`).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from types import CodeType
 
 from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, Statement
 
-from .analysis import analyze_module
+from .analysis import analyze_segment
 from .cache import Cache
 from .compiler import compile_fragment, relocate, split_lines
-from .diff import ModulePlan, plan_module
+from .diff import CodeChange, ModulePlan, plan_module
 from .errors import ThinlinkError
 from .manifest import Manifest, ModuleEntry
 from .rebuild import decode, unit_code
-from .units import ModuleRecord, load_record
+from .units import ModuleRecord, Segment
 
 __all__ = ["PatchResult", "make_patch"]
 
@@ -96,30 +97,44 @@ def _module_patch(
     cache: Cache, previous: ModuleEntry | None, entry: ModuleEntry, is_main: bool
 ) -> tuple[ModulePlan, ModulePatch | None]:
     new_record, new_text = _load(cache, entry)
-    new_statements = analyze_module(cache, new_record, new_text)
+    new_lines = split_lines(new_text)
     if previous is None or previous.record is None:
-        old_record, old_statements = ModuleRecord(entry.path, "", new_record.flags, ()), []
+        old_record, old_lines = ModuleRecord(entry.path, "", new_record.flags, ()), []
     else:
         old_record, old_text = _load(cache, previous)
-        old_statements = analyze_module(cache, old_record, old_text)
+        old_lines = split_lines(old_text)
+    # Segments with the same text in both versions hold the same statements: only the
+    # others are analysed and compared; unchanged ones that moved are relocated.
+    unchanged, changed, removed = _segment_changes(old_record, new_record)
+
+    def statements(record: ModuleRecord, segments: list[Segment], lines: list[str]) -> list:
+        return [st for seg in segments for st in analyze_segment(cache, seg, lines, record.flags)]
+
     plan = plan_module(
         entry.name,
         entry.path,
-        (old_record, old_statements),
-        (new_record, new_statements),
+        (old_record, statements(old_record, removed, old_lines)),
+        (new_record, statements(new_record, changed, new_lines)),
         is_main=is_main,
+        all_new=lambda: statements(new_record, list(new_record.segments), new_lines),
     )
+    for before, after in unchanged:
+        if before.start != after.start:
+            plan.code.extend(
+                CodeChange(unit, old.lineno)
+                for old, unit in zip(before.units, after.units, strict=True)
+                if unit.kind == "function"
+            )
     if plan.empty or plan.needs_restart:
         return plan, None
-    lines = split_lines(new_text)
     imports = new_record.imports()
     functions = tuple(
         _function_patch(cache, new_record, change, entry.path) for change in plan.code
     )
-    statements = tuple(
+    statements_ = tuple(
         Statement(
             code=compile_fragment(
-                lines,
+                new_lines,
                 r.statement.lineno,
                 r.statement.end_lineno,
                 entry.path,
@@ -135,7 +150,25 @@ def _module_patch(
         )
         for r in plan.reruns
     )
-    return plan, ModulePatch(entry.name, entry.path, functions, statements, tuple(plan.removed))
+    return plan, ModulePatch(entry.name, entry.path, functions, statements_, tuple(plan.removed))
+
+
+def _segment_changes(
+    old: ModuleRecord, new: ModuleRecord
+) -> tuple[list[tuple[Segment, Segment]], list[Segment], list[Segment]]:
+    """(unchanged pairs of old and new segments, changed new ones, removed old ones)."""
+    waiting: dict[str, list[Segment]] = defaultdict(list)
+    for segment in old.segments:
+        waiting[segment.digest].append(segment)
+    unchanged, changed = [], []
+    for segment in new.segments:
+        queue = waiting.get(segment.digest)
+        if queue:
+            unchanged.append((queue.pop(0), segment))
+        else:
+            changed.append(segment)
+    removed = sorted((s for q in waiting.values() for s in q), key=lambda s: s.start)
+    return unchanged, changed, removed
 
 
 def _function_patch(cache: Cache, record: ModuleRecord, change, path: str) -> FunctionPatch:  # noqa: ANN001
@@ -155,8 +188,7 @@ def _function_patch(cache: Cache, record: ModuleRecord, change, path: str) -> Fu
 
 
 def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, str]:
-    payload = cache.get(entry.record or "")
-    record = load_record(payload) if payload is not None else None
+    record = cache.get_record(entry.record or "")
     source = cache.get(cache.source_key(entry.digest or ""))
     if record is None or source is None:
         raise PatchError(f"{entry.path}: build records are missing from the cache; rebuild")

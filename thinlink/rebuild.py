@@ -31,7 +31,7 @@ from .compiler import (
     text_digest,
 )
 from .errors import SourceError
-from .units import CodeRef, ModuleRecord, Segment, Unit, dump_record
+from .units import CodeRef, ModuleRecord, Segment, Unit
 
 __all__ = [
     "Compiled",
@@ -185,4 +185,4 @@ def store(cache: Cache, record: ModuleRecord, data: bytes, code: bytes | None = 
         cache.put(cache.source_key(record.digest), data)
         if code is not None and record.whole is not None:
             cache.put(record.whole, code)
-        cache.put(cache.module_key("record", record.path, record.digest), dump_record(record))
+        cache.put_record(cache.module_key("record", record.path, record.digest), record)

@@ -44,13 +44,18 @@ def find_root(start: str | os.PathLike[str] | None = None) -> Path:
     return here
 
 
-def module_name(root: Path, path: Path) -> str:
+def module_name(root: Path, path: Path | str) -> str:
     """Dotted name of the module at `path`, relative to `root` (or `root/src`)."""
-    base = root / "src" if (root / "src").is_dir() and root / "src" in path.parents else root
-    parts = list(path.relative_to(base).with_suffix("").parts)
+    base = str(root)
+    src = os.path.join(base, "src")
+    path = str(path)
+    if path.startswith(src + os.sep) and os.path.isdir(src):
+        base = src
+    relative = os.path.relpath(path, base)
+    parts = os.path.splitext(relative)[0].split(os.sep)
     if parts and parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts) or path.stem
+    return ".".join(parts) or os.path.splitext(os.path.basename(path))[0]
 
 
 def discover(root: str | os.PathLike[str]) -> tuple[list[SourceFile], list[str]]:
@@ -106,8 +111,8 @@ def _walk(
         )
         for filename in sorted(filenames):
             if filename.endswith(".py") and not filename.startswith("."):
-                path = Path(dirpath, filename)
-                found.append(SourceFile(str(path), module_name(root, path)))
+                path = os.path.join(dirpath, filename)
+                found.append(SourceFile(path, module_name(root, path)))
 
 
 def _wanted_dir(parent: str, name: str) -> bool:
