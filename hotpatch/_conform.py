@@ -63,14 +63,31 @@ class Changes:
     caches: list[object] = field(default_factory=list)  # cleared after commit
 
 
-def conform(fn: FunctionType, code: CodeType, tx: Transaction) -> str | None:
-    """Give `fn` the code `code` in place (one store: callers see old or new, never a mix).
+def conform(
+    fn: FunctionType, code: CodeType, tx: Transaction, attrs: dict[str, Any] | None = None
+) -> str | None:
+    """Give `fn` the code `code` in place (one store: callers see old or new, never a mix),
+    and with it the function attributes in `attrs` (`__defaults__`, `__kwdefaults__`,
+    `__doc__`: the new values of those whose source changed).
 
     Returns None when done, or the reason it was refused (different free variables).
     """
     if fn.__code__.co_freevars != code.co_freevars:
         return _freevar_reason(fn.__code__, code)
-    tx.setattr(fn, "__code__", code)
+    if not attrs:
+        tx.setattr(fn, "__code__", code)
+        return None
+    defaults = attrs.get("__defaults__", fn.__defaults__)
+    kwdefaults = attrs.get("__kwdefaults__", fn.__kwdefaults__)
+    doc = attrs.get("__doc__", fn.__doc__)
+    tx.remember_attrs(fn, ("__code__", "__defaults__", "__kwdefaults__", "__doc__"))
+    # New code with old defaults is a half state another thread could call (a new
+    # parameter without its default: TypeError). Straight-line stores with no call in
+    # between, as in conform_function: no other thread runs until all four are done.
+    fn.__code__ = code
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    fn.__doc__ = doc
     return None
 
 
@@ -162,37 +179,32 @@ class Merge:
                 continue  # layout, identity, or a member of the new class (Enum)
             if is_enum and not _holds_code(value):
                 continue  # Enum bookkeeping is tied to the members, which did not change
-            sub = f"{qualname}.{name}"
-            old = live_dict.get(name, _MISSING)
-            if old is _MISSING:
-                self.tx.setattr(live, name, value)
-                self.changes.added.append(f"{self.label}:{sub}")
-            elif not self.value(old, value, sub) and not values_equal(old, value):
-                self.tx.setattr(live, name, value)
-                # Only the class holds a property object: replacing it loses no reference.
-                if not issubclass(type(old), property) and self.defined_here(old, sub):
-                    self._warn_rebound(sub)
+            self._set_member(live, name, value, qualname)
         for name in [n for n in live_dict if n not in new.__dict__ and n not in _SKIP]:
             if self.defined_here(live_dict[name], f"{qualname}.{name}", prefix=True):
                 self.tx.delattr(live, name)
                 self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+
+    def _set_member(self, live: type, name: str, value: object, qualname: str) -> None:
+        """Conform member `name` of the live class to `value`, or set it."""
+        sub = f"{qualname}.{name}"
+        old = live.__dict__.get(name, _MISSING)
+        if old is _MISSING:
+            self.tx.setattr(live, name, value)
+            self.changes.added.append(f"{self.label}:{sub}")
+        elif not self.value(old, value, sub) and not values_equal(old, value):
+            self.tx.setattr(live, name, value)
+            # Only the class holds a property object: replacing it loses no reference.
+            if not issubclass(type(old), property) and self.defined_here(old, sub):
+                self._warn_rebound(sub)
 
     def _members(
         self, live: type, new: type, qualname: str, only: tuple[str, ...], removed: tuple[str, ...]
     ) -> None:
         for name in only:
             value = new.__dict__.get(name, _MISSING)
-            if value is _MISSING:
-                continue
-            sub = f"{qualname}.{name}"
-            old = live.__dict__.get(name, _MISSING)
-            if old is _MISSING:
-                self.tx.setattr(live, name, value)
-                self.changes.added.append(f"{self.label}:{sub}")
-            elif not self.value(old, value, sub) and not values_equal(old, value):
-                self.tx.setattr(live, name, value)
-                if not issubclass(type(old), property) and self.defined_here(old, sub):
-                    self._warn_rebound(sub)
+            if value is not _MISSING:
+                self._set_member(live, name, value, qualname)
         for name in removed:
             if name in live.__dict__:
                 self.tx.delattr(live, name)
