@@ -85,6 +85,7 @@ class DevSession:
         if hasattr(signal, "SIGHUP"):
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_signal)
         watcher = threading.Thread(target=self._watch, name="thinlink-watch", daemon=True)
+        threading.Thread(target=self._prewarm, args=(result.manifest,), daemon=True).start()
         try:
             self._start_app()
             watcher.start()
@@ -292,6 +293,25 @@ class DevSession:
             console.error(f"{_now()} catching up pid {client.pid} failed: {report['error']}")
         elif self.verbose:
             console.info(f"{_now()} pid {client.pid} caught up to {current.build_id}")
+
+    def _prewarm(self, manifest: Manifest) -> None:
+        """Analyse every module now, so the first save of each is as fast as the next."""
+        from .analysis import analyze_module
+        from .rebuild import decode
+
+        cache = self.builder.cache
+        for entry in manifest.modules:
+            if self._stop.is_set():
+                return
+            record = cache.get_record(entry.record or "")
+            source = cache.get(cache.source_key(entry.digest or ""))
+            if record is None or source is None:
+                continue
+            try:
+                with self._build_lock:  # one user of the cache's connection at a time
+                    analyze_module(cache, record, decode(source, entry.path))
+            except (ThinlinkError, SyntaxError):
+                continue
 
     def _write_image(self, manifest: Manifest) -> None:
         # The session image is a link to the build's image, replaced atomically, so a
