@@ -84,7 +84,13 @@ class Channel:
     def receive(self) -> tuple[int, bytes]:
         """The next frame's (kind, payload). Raises ProtocolError (bad frame) or
         ConnectionError/EOFError (the peer went away)."""
-        head = _read_exactly(self.sock, _HEAD.size + _MAC)
+        head = _read_up_to(self.sock, _HEAD.size + _MAC)
+        if not head:
+            raise EOFError("connection closed")
+        # Fix: the connection closing inside a frame is a truncated frame (ProtocolError,
+        # logged), not the peer leaving between frames (EOFError, silent), as documented.
+        if len(head) < _HEAD.size + _MAC:
+            raise ProtocolError(f"truncated frame: {len(head)} of {_HEAD.size + _MAC} header bytes")
         magic, version, kind, sequence, length = _HEAD.unpack_from(head)
         if magic != _MAGIC:
             raise ProtocolError("not a hotpatch frame")
@@ -92,7 +98,9 @@ class Channel:
             raise ProtocolError(f"protocol version {version}, expected {VERSION}")
         if length > MAX_PAYLOAD:
             raise ProtocolError(f"frame of {length} bytes exceeds the limit of {MAX_PAYLOAD}")
-        payload = _read_exactly(self.sock, length)
+        payload = _read_up_to(self.sock, length)
+        if len(payload) < length:
+            raise ProtocolError(f"truncated frame: {len(payload)} of {length} payload bytes")
         mac = hmac.new(self._key, head[: _HEAD.size] + payload, hashlib.sha256).digest()
         if not hmac.compare_digest(mac, head[_HEAD.size :]):
             raise ProtocolError("frame authentication failed (forged, or another session)")
@@ -106,18 +114,22 @@ class Channel:
         return kind, payload
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        # Fix: shut down first. close() alone does not wake a thread blocked in recv() on
+        # this socket (Linux), so the connection stayed up and the peer never saw the end.
+        for end in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                end()
+            except OSError:
+                pass
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
+def _read_up_to(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes from `sock`, or fewer if the connection closes first."""
     chunks = []
     while size:
         chunk = sock.recv(min(size, 1 << 20))
         if not chunk:
-            raise EOFError("connection closed")
+            break
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
@@ -141,7 +153,11 @@ def connect(address: str, secret: bytes, timeout: float = 5.0) -> Channel:
     sock.settimeout(timeout)
     try:
         sock.connect(where)
-        nonce = _read_exactly(sock, NONCE_SIZE)
+        nonce = _read_up_to(sock, NONCE_SIZE)
+        if len(nonce) < NONCE_SIZE:
+            # Fix: was an EOFError, which the client's reconnect loop (it retries on
+            # OSError) did not expect: a server closing before its nonce killed the client.
+            raise ConnectionError("the dev server closed the connection before its nonce")
     except BaseException:
         sock.close()
         raise

@@ -155,11 +155,18 @@ def dev(
 
 
 def _check_address(address: str | None, allow_remote: bool) -> None:
-    if address in (None, "unix"):
+    import ipaddress
+
+    if address is None or address == "unix" or address.startswith("unix:"):
         return
     host = address.removeprefix("tcp:").rpartition(":")[0].strip("[]")
-    if host in ("127.0.0.1", "::1", "localhost", ""):
+    if host in ("localhost", ""):
         return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass  # a host name: not known to be loopback
     if not allow_remote:
         raise ConfigError(
             f"--address {address} is not loopback: anyone who can reach it can run code in "

@@ -66,7 +66,14 @@ class DevServer:
             sock.bind(path)
             sock.listen(64)
             return sock, f"unix:{path}"
-        host, _, port = address.rpartition(":")
+        if address.startswith("unix:"):
+            path = address.removeprefix("unix:")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            os.chmod(path, 0o600)  # the directory is the user's choice; the socket is private
+            sock.listen(64)
+            return sock, address
+        host, _, port = address.removeprefix("tcp:").rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -92,11 +99,17 @@ class DevServer:
             if kind != HELLO:
                 raise ProtocolError("the first frame must be a hello")
             hello = json.loads(payload)
-        except (ProtocolError, ValueError, EOFError, OSError) as exc:
+            # Fix: a hello that is not a JSON object, or a pid that is not a number, raised
+            # outside this try (killing the thread with a traceback, the socket left open).
+            if not isinstance(hello, dict):
+                raise ValueError("the hello is not a JSON object")
+            client = Client(
+                channel, int(hello.get("pid") or 0), hello.get("build"), hello.get("main")
+            )
+        except (ProtocolError, ValueError, TypeError, EOFError, OSError) as exc:
             log.warning("thinlink: dropped a connection: %s", exc)
             conn.close()
             return
-        client = Client(channel, int(hello.get("pid") or 0), hello.get("build"), hello.get("main"))
         with self._lock:
             self.clients.append(client)
         if self.on_hello is not None:
@@ -130,13 +143,22 @@ class DevServer:
         except OSError:
             return None
         try:
-            return client.reports.get(timeout=timeout)
+            report = client.reports.get(timeout=timeout)
         except queue.Empty:
             return {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
+        if report is not None:
+            client.build = report.get("build", client.build)
+        return report
 
-    def broadcast(self, bundle: bytes, timeout: float = 30.0) -> list[dict]:
-        """Send a bundle to every connected process; their reports (in any order)."""
-        clients = self.connected()
+    def broadcast(
+        self, bundle: bytes, timeout: float = 30.0, base: str | None = None
+    ) -> list[dict]:
+        """Send a bundle to every connected process; their reports (in any order).
+
+        With `base` (the bundle's base build), only to the processes at that build (or
+        at none): one that joined at another is left to its catch-up patch.
+        """
+        clients = [c for c in self.connected() if base is None or c.build in (None, base)]
         for client in clients:
             try:
                 client.send_patch(bundle)
@@ -155,10 +177,13 @@ class DevServer:
 
     def close(self) -> None:
         self._closing = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        # Fix: shut the listening socket down first. close() alone does not wake the accept
+        # thread (Linux), which went on accepting and serving connections after close().
+        for end in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                end()
+            except OSError:
+                pass
         for client in self.connected():
             client.channel.close()
         if self._tmpdir is not None:
