@@ -21,10 +21,10 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from . import _jumptable
-from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
+from ._conform import Changes, Merge, NeedsRestart, conform, relocate, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
-from ._locate import closures_of, index_module, module_files
+from ._locate import closures_of, imports_name, index_module, module_files
 from ._report import PatchReport
 from ._transaction import Transaction
 from .bundle import Bundle, ModulePatch, Statement, load
@@ -39,6 +39,8 @@ _history: list[_Applied] = []
 _installed: dict[tuple[str, int], list[CodeType]] = {}
 _MISSING: Any = object()
 _SINGLETONS = (None, True, False, Ellipsis, NotImplemented)
+# Values equal ones elsewhere may share by identity (cached small ints, interned strings).
+_INTERNED = (int, float, complex, str, bytes, tuple, frozenset)
 
 
 @dataclass
@@ -158,6 +160,8 @@ def _patch_module(
 ) -> None:
     if patch.functions:
         _swap_functions(module, patch, merge, timings)
+    if patch.moved:
+        _move_functions(module, patch, merge, timings)
     start = perf_counter()
     for statement in patch.statements:
         _rerun(module, statement, merge)
@@ -166,6 +170,18 @@ def _patch_module(
             merge.tx.delitem(module.__dict__, name)  # old references keep working
             merge.changes.removed.append(f"{patch.name}:{name}")
     timings["statements"] = timings.get("statements", 0.0) + _ms(start)
+
+
+def _move_functions(
+    module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
+) -> None:
+    """Shift the code of functions that only moved, so tracebacks show the new lines."""
+    start = perf_counter()
+    live = index_module(module, merge.files).functions
+    for qualname, old_lineno, delta in patch.moved:
+        for fn in live.get((qualname, old_lineno), ()):
+            merge.tx.setattr(fn, "__code__", relocate(fn.__code__, delta))
+    timings["moved"] = timings.get("moved", 0.0) + _ms(start)
 
 
 def _swap_functions(
@@ -194,16 +210,12 @@ def _swap_functions(
                 "no live function found, not patched"
             )
         swapped = []
-        attrs = None
+        # Evaluated before any swap, so code and defaults go in together (see conform).
+        attrs = _evaluate_attrs(module, fp) if fp.attrs is not None and targets else None
         for fn in targets:
-            reason = conform(fn, fp.code, merge.tx)
+            reason = conform(fn, fp.code, merge.tx, attrs)
             if reason is None:
                 swapped.append(fn)
-                if fp.attrs is not None:
-                    if attrs is None:
-                        attrs = _evaluate_attrs(module, fp)
-                    for attr, value in attrs.items():
-                        merge.tx.setattr(fn, attr, value)
             else:
                 changes.warnings.append(
                     f"{patch.name}:{fp.qualname}: a live function keeps its old code: {reason}"
@@ -286,7 +298,8 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
     annotations = scratch.pop("__annotations__", None)
     for name, new in list(scratch.items()):
         if statement.mode == "class" and isinstance(namespace.get(name), type):
-            merge.klass(namespace[name], new, name, statement.members, statement.removed)
+            decorated = statement.source.lstrip().startswith("@")
+            merge.klass(namespace[name], new, name, statement.members, statement.removed, decorated)
         else:
             _bind(module, name, new, merge, force=statement.mode == "rebind")
     if isinstance(annotations, dict) and annotations:
@@ -325,11 +338,17 @@ def _rebind_imports(module: ModuleType, name: str, old: object, new: object, mer
     # singleton like None or True tells nothing about where it came from, so never those.
     if any(old is s for s in _SINGLETONS):
         return
+    # Nor does a small int or an interned string: `TIMEOUT = 30` in two modules is one
+    # object. For such values, a module whose code we can read must import the name.
+    shared = type(old) in _INTERNED
+    sources = (module.__name__, merge.label)
     for other in list(sys.modules.values()):
         if other is module or not isinstance(other, ModuleType):
             continue
         namespace = other.__dict__
         if namespace.get(name, _MISSING) is old:
+            if shared and imports_name(other, sources, name) is False:
+                continue
             merge.tx.setitem(namespace, name, new)
             merge.changes.rebound.append(f"{other.__name__}.{name}")
 

@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any
 
-from ._locate import unwrap_chain
+from ._locate import dicts_holding, unwrap_chain
 from ._transaction import Transaction
 
-__all__ = ["Changes", "Merge", "NeedsRestart", "conform", "conform_function", "values_equal"]
+__all__ = [
+    "Changes",
+    "Merge",
+    "NeedsRestart",
+    "conform",
+    "conform_function",
+    "relocate",
+    "values_equal",
+]
 
 _FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
@@ -61,6 +69,13 @@ class Changes:
     skipped: list[str] = field(default_factory=list)
     rebound: list[str] = field(default_factory=list)
     caches: list[object] = field(default_factory=list)  # cleared after commit
+
+
+def relocate(code: CodeType, delta: int) -> CodeType:
+    """`code` and the code nested in it, `delta` lines further down (line tables are
+    relative to `co_firstlineno`, so one field per code object changes)."""
+    consts = tuple(relocate(c, delta) if type(c) is CodeType else c for c in code.co_consts)
+    return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
 
 
 def conform(
@@ -159,12 +174,16 @@ class Merge:
         qualname: str,
         only: tuple[str, ...] | None = None,
         removed: tuple[str, ...] = (),
+        decorated: bool = False,
     ) -> None:
         """Patch the live class in place to match `new`, a re-run of its definition.
 
         With `only`, just those members are set and `removed` ones deleted: members whose
         source did not change keep their live values (class data the app mutated).
+        `decorated`: the definition has class decorators (which may register `new`).
         """
+        if decorated or _announces_subclasses(new):
+            _adopt_registrations(live, new)  # first: even a refused class was announced
         reason = _class_change(live, new)
         if reason:
             raise NeedsRestart(f"{self.label}:{qualname}: {reason}")
@@ -399,6 +418,29 @@ def _retarget_class_cell(new: type, live: type) -> None:
                 cell = fn.__closure__[names.index("__class__")]
                 if not _cell_empty(cell) and cell.cell_contents is new:
                     cell.cell_contents = live
+
+
+def _adopt_registrations(live: type, new: type) -> None:
+    """Creating `new` (the re-run of a class statement) ran the class-creation hooks again
+    (`__init_subclass__`, the metaclass, class decorators), which may have stored it in a
+    registry (`PLUGINS[cls.__name__] = cls`). The live class is the one that stays, applied
+    or not: point every dict holding the throwaway class back at it.
+
+    Not through the undo log: this undoes a side effect of the re-run, so after this patch
+    is rolled back the registry must still hold the live class (the log would put `new`
+    back). Lists and sets the hook appended `new` to are not fixed (a known gap)."""
+    for holder in dicts_holding(new):
+        for key, value in list(holder.items()):
+            if value is new:
+                holder[key] = live
+
+
+def _announces_subclasses(cls: type) -> bool:
+    """True when creating `cls` runs code that may keep it somewhere: a metaclass other
+    than `type`, or an `__init_subclass__` defined by a base (a heap walk finds out where)."""
+    if type(cls) is not type:
+        return True
+    return any("__init_subclass__" in vars(base) for base in cls.__mro__[1:-1])
 
 
 def _class_change(live: type, new: type) -> str | None:

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"HPBUNDLE"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _PYMAGIC = importlib.util.MAGIC_NUMBER
 _SIGNED = 0x01
 # magic, version, pymagic, flags, digest, payload length
@@ -96,13 +96,15 @@ class Statement:
 @dataclass(frozen=True)
 class ModulePatch:
     """The changes to one module: function swaps, statements to re-run in source order,
-    and top-level names to delete."""
+    top-level names to delete, and functions that only moved: `(qualname, old_lineno,
+    delta)`, whose live code is shifted by `delta` lines (no new code is shipped)."""
 
     name: str
     path: str
     functions: tuple[FunctionPatch, ...] = ()
     statements: tuple[Statement, ...] = ()
     removed: tuple[str, ...] = ()
+    moved: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ def _to_plain(bundle: Bundle) -> tuple:
                 for s in m.statements
             ),
             tuple(m.removed),
+            tuple(m.moved),
         )
         for m in bundle.modules
     )
@@ -252,7 +255,19 @@ def _from_plain(plain: object) -> Bundle:
 
 
 def _module(plain: object) -> ModulePatch:
-    name, path, functions, statements, removed = _tuple(plain, 5, "module")
+    name, path, functions, statements, removed, moved = _tuple(plain, 6, "module")
+    moves = _tuple(moved, None, "moved")
+    _check(
+        all(
+            isinstance(m, tuple)
+            and len(m) == 3
+            and isinstance(m[0], str)
+            and type(m[1]) is int
+            and type(m[2]) is int
+            for m in moves
+        ),
+        f"moved functions in {name}",
+    )
     _check(isinstance(name, str) and isinstance(path, str), "module name and path")
     funcs = []
     for f in _tuple(functions, None, "functions"):
@@ -286,7 +301,7 @@ def _module(plain: object) -> ModulePatch:
                 _strings(removed_members, "removed"),
             )
         )
-    return ModulePatch(name, path, tuple(funcs), tuple(stmts), _strings(removed, "removed"))
+    return ModulePatch(name, path, tuple(funcs), tuple(stmts), _strings(removed, "removed"), moves)
 
 
 def _tuple(value: object, size: int | None, what: str) -> tuple:

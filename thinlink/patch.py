@@ -118,18 +118,21 @@ def _module_patch(
         is_main=is_main,
         all_new=lambda: statements(new_record, list(new_record.segments), new_lines),
     )
-    for before, after in unchanged:
-        if before.start != after.start:
-            plan.code.extend(
-                CodeChange(unit, old.lineno)
-                for old, unit in zip(before.units, after.units, strict=True)
-                if unit.kind == "function"
-            )
-    if plan.empty or plan.needs_restart:
+    # Unchanged segments that moved: their functions' live code is shifted in place
+    # (nested functions move with the code of the function around them).
+    moved = tuple(
+        (unit.qualname, old.lineno, after.start - before.start)
+        for before, after in unchanged
+        if before.start != after.start
+        for old, unit in zip(before.units, after.units, strict=True)
+        if unit.kind == "function" and "<locals>" not in unit.qualname
+    )
+    if plan.needs_restart or (plan.empty and not moved):
         return plan, None
     imports = new_record.imports()
+    roots: dict[str, CodeType | None] = {}  # each cached code object loaded once
     functions = tuple(
-        _function_patch(cache, new_record, change, entry.path) for change in plan.code
+        _function_patch(cache, new_record, change, entry.path, roots) for change in plan.code
     )
     statements_ = tuple(
         Statement(
@@ -150,7 +153,9 @@ def _module_patch(
         )
         for r in plan.reruns
     )
-    return plan, ModulePatch(entry.name, entry.path, functions, statements_, tuple(plan.removed))
+    return plan, ModulePatch(
+        entry.name, entry.path, functions, statements_, tuple(plan.removed), moved
+    )
 
 
 def _segment_changes(
@@ -171,13 +176,13 @@ def _segment_changes(
     return unchanged, changed, removed
 
 
-def _function_patch(cache: Cache, record: ModuleRecord, change, path: str) -> FunctionPatch:  # noqa: ANN001
+def _function_patch(
+    cache: Cache, record: ModuleRecord, change: CodeChange, path: str, roots: dict
+) -> FunctionPatch:
     segment = record.segment_at(change.unit.lineno)
-    code = unit_code(cache, segment, change.unit) if segment is not None else None
+    code = None if segment is None else unit_code(cache, segment, change.unit, roots)
     if code is None:
-        raise PatchError(
-            f"{path}: compiled code of {change.unit.qualname} is missing from the cache"
-        )
+        raise PatchError(f"{path}: compiled code of {change.unit.qualname} is missing; rebuild")
     attrs: CodeType | None = None
     if change.attrs:
         attrs = relocate(

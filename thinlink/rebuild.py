@@ -136,9 +136,19 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
     )
 
 
-def unit_code(cache: Cache, segment: Segment, unit: Unit) -> CodeType | None:
-    """The code object of `unit`, at its current lines, from where `segment` keeps it."""
-    root = cache.get_code(segment.code.key)
+def unit_code(
+    cache: Cache, segment: Segment, unit: Unit, roots: dict[str, CodeType | None] | None = None
+) -> CodeType | None:
+    """The code object of `unit`, at its current lines, from where `segment` keeps it.
+
+    `roots` memoises the cached code objects loaded, for callers asking for many units
+    (a whole-module code object is megabytes to unmarshal).
+    """
+    roots = {} if roots is None else roots
+    key = segment.code.key
+    if key not in roots:
+        roots[key] = cache.get_code(key)
+    root = roots[key]
     if root is None:
         return None
     found = find_code(root, unit.qualname, unit.lineno - segment.code.delta)

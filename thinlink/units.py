@@ -11,6 +11,7 @@ These are frozen records; the compiler creates them and nothing changes them aft
 
 from __future__ import annotations
 
+import bisect
 import marshal
 from dataclasses import dataclass
 
@@ -94,9 +95,10 @@ class ModuleRecord:
         return [u for seg in self.segments for u in seg.units]
 
     def segment_at(self, line: int) -> Segment | None:
-        for seg in self.segments:
-            if seg.start <= line <= seg.end:
-                return seg
+        starts = [seg.start for seg in self.segments]
+        index = bisect.bisect_right(starts, line) - 1
+        if index >= 0 and line <= self.segments[index].end:
+            return self.segments[index]
         return None
 
 
