@@ -12,18 +12,31 @@ What doesn't work: a closure made by a factory and stored anywhere else (an inst
 module's registry) is not reachable from the module. For those, `closures_of()` asks the
 garbage collector which functions use a given old code object: a full heap walk, so it is done
 once per patch and only for nested functions (qualname with `<locals>`).
+
+Also here, for the rare cases identity cannot answer alone: `imports_name` (did a module
+bind a name by `from m import name`? read from its code) and `dicts_holding` (a heap walk
+for the registries a class-creation hook stored a throwaway class in).
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import marshal
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FunctionType, MethodType, ModuleType
 
-__all__ = ["Index", "closures_of", "index_module", "module_files", "unwrap_chain"]
+__all__ = [
+    "Index",
+    "closures_of",
+    "dicts_holding",
+    "imports_name",
+    "index_module",
+    "module_files",
+    "unwrap_chain",
+]
 
 _MAX_DEPTH = 10  # class nesting + wrapper chains + closures; deeper is not worth the walk
 _MAX_CHAIN = 8
@@ -77,6 +90,60 @@ def module_files(module: ModuleType, path: str | None = None) -> frozenset[str]:
     return frozenset(names)
 
 
+def imports_name(module: ModuleType, sources: Iterable[str], name: str) -> bool | None:
+    """Whether `module`'s top-level code binds `name` by `from S import name` (or
+    `from S import *`) for one of the module names `sources`; None when its code is not at
+    hand (no loader we know). Used where identity cannot tell: two modules that each say
+    `TIMEOUT = 30` hold the same small int, but only an importer should follow an edit."""
+    code = _module_code(module)
+    if code is None:
+        return None
+    import dis  # only on this path: a value equal by identity in another module
+
+    sources = set(sources)
+    package = getattr(module, "__package__", None) or ""
+    consts: list[object] = [None, None]
+    target = None
+    for ins in dis.get_instructions(code):
+        if ins.opname == "LOAD_CONST":
+            consts = [consts[-1], ins.argval]
+        elif ins.opname == "IMPORT_NAME":
+            level = consts[0] if type(consts[0]) is int else 0
+            target = _resolve(ins.argval, level, package)
+        elif target in sources and (
+            (ins.opname == "IMPORT_FROM" and ins.argval == name)
+            or ins.opname == "IMPORT_STAR"
+            or ins.argrepr == "INTRINSIC_IMPORT_STAR"
+        ):
+            return True
+    return False
+
+
+def _module_code(module: ModuleType) -> CodeType | None:
+    # Imported here: these modules are loaded already (the loader is how modules got here).
+    from importlib.machinery import SourceFileLoader, SourcelessFileLoader
+
+    from ._loader import BuildLoader
+
+    loader = getattr(module, "__loader__", None)
+    if isinstance(loader, BuildLoader):
+        return marshal.loads(loader.entry.code)  # the code the module ran (not the disk's)
+    if isinstance(loader, SourceFileLoader | SourcelessFileLoader):
+        spec = getattr(module, "__spec__", None)
+        try:
+            return loader.get_code(spec.name if spec is not None else module.__name__)
+        except (ImportError, OSError, SyntaxError, ValueError, EOFError):
+            return None
+    return None
+
+
+def _resolve(name: str, level: int, package: str) -> str:
+    if level <= 0:
+        return name
+    base = package.rsplit(".", level - 1)[0] if package else ""
+    return f"{base}.{name}" if name and base else name or base
+
+
 def index_module(module: ModuleType, files: frozenset[str]) -> Index:
     """Index every live function of `module` reachable from its globals."""
     walker = _Walker(module.__name__, files)
@@ -94,6 +161,12 @@ def closures_of(codes: Iterable[CodeType]) -> list[FunctionType]:
     return [
         r for r in gc.get_referrers(*codes) if type(r) is FunctionType and id(r.__code__) in ids
     ]
+
+
+def dicts_holding(obj: object) -> list[dict[object, object]]:
+    """Every plain dict (a registry, a module's or an instance's namespace) holding `obj`
+    as a value (one walk of the heap)."""
+    return [r for r in gc.get_referrers(obj) if type(r) is dict]
 
 
 def unwrap_chain(obj: object) -> list[object]:
