@@ -125,6 +125,8 @@ def main(args: list[str] | None = None) -> None:
 def start_patch_client(image: Image | None) -> None:
     """Connect to the dev server (when the environment names one) in a daemon thread,
     which applies the patches it sends; called once before the program's code runs."""
+    if not os.environ.get("HOTPATCH_ADDRESS"):
+        return  # no dev session: load nothing more
     from . import _client
 
     _client.start()

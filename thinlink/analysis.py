@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .cache import Cache
 from .units import ModuleRecord, Segment
 
-__all__ = ["Statement", "analyze_segment", "analyze_module", "Member"]
+__all__ = ["Statement", "analyze_segment", "analyze_module", "class_reads", "Member"]
 
 _FORMAT = 1
 
@@ -245,6 +245,25 @@ def _reads(node: ast.stmt, lazy_annotations: bool) -> set[str]:
         }
         reads -= lazy - eager
     return reads
+
+
+def class_reads(text: str) -> tuple[set[str], set[str], list[tuple[tuple[str, ...], set[str]]]]:
+    """What the class statement `text` reads while it runs, by part: its decorators, its
+    bases and keywords, and each statement of its body (with the names it binds in the
+    class namespace). Parsed on demand: only a patch re-running a class asks."""
+    node = ast.parse(text).body[0]
+    assert isinstance(node, ast.ClassDef)
+
+    def loads(parts: Sequence[ast.AST]) -> set[str]:
+        return {
+            n.id
+            for part in parts
+            for n in _walk_outside_bodies(part)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+
+    body = [(tuple(_defined(child)), _reads(child, False)) for child in node.body]
+    return loads(node.decorator_list), loads([*node.bases, *node.keywords]), body
 
 
 def _header(node: ast.stmt) -> str:

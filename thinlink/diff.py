@@ -12,7 +12,9 @@ runtime only carries them out:
   deleted; a change of bases, metaclass, class decorators, dataclass fields, Enum
   members or `__slots__` needs a restart;
 - an assignment or import that changed is re-run, and after it, in source order,
-  every unchanged statement that reads what it binds at definition time;
+  every unchanged statement that reads what it binds at definition time (of a class,
+  the members that read it are set on the live class; bases reading it are checked by
+  the runtime; a class decorator or a dataclass field reading it needs a restart);
 - any other module-level statement (a call, a loop, a `with`) is never re-run: a
   change to one needs a restart; so does code under `if __name__ == "__main__":` of
   the program's main module.
@@ -26,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .analysis import Member, Statement
+from .analysis import Member, Statement, class_reads
 from .units import ModuleRecord, Unit
 
 __all__ = ["CodeChange", "Rerun", "ModulePlan", "plan_module"]
@@ -253,9 +255,7 @@ def _patch_class(
         reason = f"base classes or metaclass of {name} changed"
     elif before.decorators != after.decorators:
         reason = f"decorators of class {name} changed"
-    elif any(d.split("(")[0].endswith("dataclass") for d in after.decorators) and _fields(
-        before.members
-    ) != _fields(after.members):
+    elif _is_dataclass(after) and _fields(before.members) != _fields(after.members):
         reason = f"fields of dataclass {name} changed"
     elif any(b.strip().split(".")[-1] in _RESTART_BASES for b in after.header.split(",")) and (
         _attributes(before.members) != _attributes(after.members)
@@ -279,20 +279,91 @@ def _patch_class(
         changed.append(member_name)
     added = [n for n in new_members if n not in old_members]
     gone = [n for n in old_members if n not in new_members]
+    seen: dict[str, int] = defaultdict(int)
     for previous, unit in _pair_units(old, new):
-        if (
-            previous is None
-            or unit.kind != "function"
-            or unit.digest == previous.digest
-            and unit.lineno == previous.lineno
-        ):
+        nth = seen[unit.qualname]
+        seen[unit.qualname] += 1
+        if previous is None or unit.kind != "function":
+            continue
+        # A method's defaults are evaluated by the class body, not by its own code: a
+        # default-only edit leaves the method's digest unchanged, so compare the source.
+        attrs, line = _method_attrs(before, after, unit.qualname, nth)
+        if unit.digest == previous.digest and unit.lineno == previous.lineno and not attrs:
             continue
         top = unit.qualname.split(".")[1] if "." in unit.qualname else ""
         if top in changed or top in added:
             continue  # re-created with its member
-        plan.code.append(CodeChange(unit, previous.lineno))
+        plan.code.append(CodeChange(unit, previous.lineno, attrs, line))
     if changed or added or gone:
         rerun_at[after.lineno] = Rerun(after, "class", tuple(changed + added), tuple(gone))
+
+
+def _method_attrs(before: Statement, after: Statement, qualname: str, nth: int) -> tuple[str, int]:
+    """The attribute patch (`_attrs_source`) of the `nth` method `qualname` (a method of the
+    class, or of a class nested in it; the `nth` because a property's getter and setter share
+    one name), or ("", 0) for a function nested in a method (its parent's code makes it)."""
+    path = qualname.split(".")[1:]
+    if not path or "<locals>" in path:
+        return "", 0
+    olds, news = _members_at(before.members, path), _members_at(after.members, path)
+    if nth >= len(olds) or nth >= len(news) or olds[nth].text == news[nth].text:
+        return "", 0
+    return _attrs_source(olds[nth].text, news[nth].text, news[nth].lineno)
+
+
+def _members_at(members: tuple[Member, ...], path: list[str]) -> list[Member]:
+    """The function members at `path` (names from the class down), in source order."""
+    *classes, name = path
+    for part in classes:
+        nested = [m for m in members if m.kind == "class" and m.name == part]
+        if not nested:
+            return []
+        members = nested[-1].members
+    return [m for m in members if m.kind == "function" and m.name == name]
+
+
+def _rerun_class(
+    plan: ModulePlan,
+    rerun_at: dict[int, Rerun],
+    statement: Statement,
+    changed: set[str],
+    rerun: Rerun | None,
+) -> None:
+    """A class read re-bound names when it was defined: re-run it and set on the live class
+    the members that read them (`limit = LIMIT`, `def m(self, n=LIMIT)`); other members
+    keep their live values. Bases reading them are re-evaluated too: the runtime then
+    refuses the patch (needs restart) if they came out different. A class decorator
+    reading them would have to run again on the live class: that needs a restart."""
+    try:
+        decorators, header, body = class_reads(statement.text)
+    except SyntaxError:  # not expected: the statement compiled
+        decorators, header, body = set(statement.reads), set(), []
+    where = f"{plan.path}:{statement.lineno}"
+    if changed & decorators:
+        names = ", ".join(sorted(changed & decorators))
+        plan.needs_restart.append(
+            f"{where}: the decorators of class {statement.name} read {names}, which changed"
+        )
+        return
+    reading = [i for i, (_, reads) in enumerate(body) if changed & reads]
+    if _is_dataclass(statement) and any(
+        i < len(statement.members) and statement.members[i] in _fields_of(statement.members)
+        for i in reading
+    ):
+        # The decorator baked field defaults into __init__: as when a default is edited.
+        plan.needs_restart.append(
+            f"{where}: fields of dataclass {statement.name} read "
+            f"{', '.join(sorted(changed.intersection(statement.reads)))}, which changed"
+        )
+        return
+    members = [n for i in reading for n in body[i][0]]
+    if not members and not changed & header:
+        return
+    if rerun is not None:
+        members = [*rerun.members, *(n for n in members if n not in rerun.members)]
+        rerun_at[statement.lineno] = Rerun(statement, "class", tuple(members), rerun.removed)
+    else:
+        rerun_at[statement.lineno] = Rerun(statement, "class", tuple(dict.fromkeys(members)))
 
 
 def _same_decorators(old_text: str, new_text: str) -> bool:
@@ -307,7 +378,15 @@ def _same_decorators(old_text: str, new_text: str) -> bool:
 
 
 def _fields(members: tuple[Member, ...]) -> list[str]:
-    return [m.text for m in members if m.kind == "other" and ":" in m.text.split("=")[0]]
+    return [m.text for m in _fields_of(members)]
+
+
+def _fields_of(members: tuple[Member, ...]) -> list[Member]:
+    return [m for m in members if m.kind == "other" and ":" in m.text.split("=")[0]]
+
+
+def _is_dataclass(statement: Statement) -> bool:
+    return any(d.split("(")[0].endswith("dataclass") for d in statement.decorators)
 
 
 def _attributes(members: tuple[Member, ...]) -> list[str]:
@@ -356,7 +435,14 @@ def _rerun_dependents(
     if not changed:
         return
     for statement in statements:
-        if statement.lineno in rerun_at:
+        rerun = rerun_at.get(statement.lineno)
+        if rerun is not None and rerun.mode == "class":
+            # The live class stays (its changed members are set on it): what read the
+            # class keeps reading the same object. Members reading a changed name join in.
+            if changed.intersection(statement.reads):
+                _rerun_class(plan, rerun_at, statement, changed, rerun)
+            continue
+        if rerun is not None:
             changed.update(statement.defines)
             continue
         if not changed.intersection(statement.reads):
@@ -376,9 +462,6 @@ def _rerun_dependents(
                     "definition time; references to the old object keep the old one"
                 )
         elif statement.kind == "class":
-            plan.warnings.append(
-                f"{where}: class {statement.name} read {names} when it was defined and keeps "
-                "what it read then"
-            )
+            _rerun_class(plan, rerun_at, statement, changed, None)
         else:
             plan.warnings.append(f"{where}: this statement used the old value of {names}")
