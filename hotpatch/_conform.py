@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any
 
-from ._locate import dicts_holding, unwrap_chain
+from ._locate import containers_holding, unwrap_chain
 from ._transaction import Transaction
 
 __all__ = [
@@ -428,11 +428,20 @@ def _adopt_registrations(live: type, new: type) -> None:
 
     Not through the undo log: this undoes a side effect of the re-run, so after this patch
     is rolled back the registry must still hold the live class (the log would put `new`
-    back). Lists and sets the hook appended `new` to are not fixed (a known gap)."""
-    for holder in dicts_holding(new):
-        for key, value in list(holder.items()):
-            if value is new:
-                holder[key] = live
+    back). A list or set the hook appended `new` to keeps the live class once, in place."""
+    for holder in containers_holding(new):
+        if type(holder) is dict:
+            for key, value in list(holder.items()):
+                if value is new:
+                    holder[key] = live
+        elif type(holder) is list:
+            has_live = any(item is live for item in holder)
+            holder[:] = [item for item in holder if item is not new] if has_live else [
+                live if item is new else item for item in holder
+            ]
+        else:  # a set: classes hash by identity unless their metaclass says otherwise
+            holder.discard(new)
+            holder.add(live)
 
 
 def _announces_subclasses(cls: type) -> bool:

@@ -14,7 +14,7 @@ garbage collector which functions use a given old code object: a full heap walk,
 once per patch and only for nested functions (qualname with `<locals>`).
 
 Also here, for the rare cases identity cannot answer alone: `imports_name` (did a module
-bind a name by `from m import name`? read from its code) and `dicts_holding` (a heap walk
+bind a name by `from m import name`? read from its code) and `containers_holding` (a heap walk
 for the registries a class-creation hook stored a throwaway class in).
 """
 
@@ -31,7 +31,7 @@ from types import CodeType, FunctionType, MethodType, ModuleType
 __all__ = [
     "Index",
     "closures_of",
-    "dicts_holding",
+    "containers_holding",
     "imports_name",
     "index_module",
     "module_files",
@@ -163,10 +163,10 @@ def closures_of(codes: Iterable[CodeType]) -> list[FunctionType]:
     ]
 
 
-def dicts_holding(obj: object) -> list[dict[object, object]]:
-    """Every plain dict (a registry, a module's or an instance's namespace) holding `obj`
-    as a value (one walk of the heap)."""
-    return [r for r in gc.get_referrers(obj) if type(r) is dict]
+def containers_holding(obj: object) -> list[object]:
+    """Every plain dict (a registry, a module's or an instance's namespace), list or set
+    holding `obj` (one walk of the heap)."""
+    return [r for r in gc.get_referrers(obj) if type(r) in (dict, list, set)]
 
 
 def unwrap_chain(obj: object) -> list[object]:

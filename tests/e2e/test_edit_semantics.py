@@ -751,13 +751,6 @@ def test_class_registry_keeps_the_live_class_when_members_change(run):
     assert live.eval("(m.PLUGINS['Echo'] is m.Echo is ECHO, m.MIXINS)") == (True, ())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: re-running a class (to add a member) runs its metaclass/"
-    "__init_subclass__ again; a registry dict is pointed back at the live class, but a list "
-    "or set it was appended to keeps the throwaway class too (undoing a sequence edit needs "
-    "sequence support in hotpatch/_transaction.py)",
-)
 def test_class_registry_list_keeps_only_the_live_class(run):
     source = dedent(
         """\
