@@ -130,7 +130,7 @@ def _module_patch(
     if plan.needs_restart or (plan.empty and not moved):
         return plan, None
     imports = new_record.imports()
-    roots: dict[str, CodeType | None] = {}  # each cached code object loaded once
+    roots: dict = {}  # each cached code object loaded and indexed once
     functions = tuple(
         _function_patch(cache, new_record, change, entry.path, roots) for change in plan.code
     )

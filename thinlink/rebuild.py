@@ -24,7 +24,6 @@ from .compiler import (
     compile_fragment,
     compile_module,
     definition_lines,
-    find_code,
     relocate,
     split_lines,
     split_segments,
@@ -136,23 +135,37 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
     )
 
 
+CodeIndex = dict[tuple[str, int], CodeType]
+
+
 def unit_code(
-    cache: Cache, segment: Segment, unit: Unit, roots: dict[str, CodeType | None] | None = None
+    cache: Cache, segment: Segment, unit: Unit, roots: dict[str, CodeIndex | None] | None = None
 ) -> CodeType | None:
     """The code object of `unit`, at its current lines, from where `segment` keeps it.
 
-    `roots` memoises the cached code objects loaded, for callers asking for many units
-    (a whole-module code object is megabytes to unmarshal).
+    `roots` memoises the cached code objects loaded, indexed by (qualname, first line),
+    for callers asking for many units (a whole module's code is megabytes to unmarshal
+    and thousands of code objects to search).
     """
     roots = {} if roots is None else roots
     key = segment.code.key
     if key not in roots:
-        roots[key] = cache.get_code(key)
-    root = roots[key]
-    if root is None:
+        root = cache.get_code(key)
+        roots[key] = None if root is None else _index_codes(root, {})
+    index = roots[key]
+    if index is None:
         return None
-    found = find_code(root, unit.qualname, unit.lineno - segment.code.delta)
+    found = index.get((unit.qualname, unit.lineno - segment.code.delta))
     return None if found is None else relocate(found, segment.code.delta)
+
+
+def _index_codes(root: CodeType, out: CodeIndex) -> CodeIndex:
+    # Pre-order, first one wins: the same match find_code makes.
+    for const in root.co_consts:
+        if isinstance(const, CodeType):
+            out.setdefault((const.co_qualname, const.co_firstlineno), const)
+            _index_codes(const, out)
+    return out
 
 
 def _changed_segments(
