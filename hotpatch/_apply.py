@@ -354,22 +354,28 @@ def _rebind_imports(module: ModuleType, name: str, old: object, new: object, mer
 
 
 def _live_modules(patch: ModulePatch) -> list[ModuleType]:
-    """The live module objects for `patch`: the module by name, plus `__main__` when it runs
-    the same file (a script is also importable under its own name)."""
-    found = []
-    module = sys.modules.get(patch.name)
-    if isinstance(module, ModuleType):
-        found.append(module)
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if (
-        isinstance(main, ModuleType)
-        and main is not module
-        and patch.path
-        and isinstance(main_file, str)
-        and os.path.realpath(main_file) == os.path.realpath(patch.path)
-    ):
-        found.append(main)
+    """The live module objects for `patch`: every module running its file, whatever name
+    it was imported under (the build names modules by path from the project root; the app
+    may import `sim` where the build says `examples.loop.sim`; the script runs as
+    `__main__`, and as `__mp_main__` in spawned workers), or else the module of its name."""
+    found: list[ModuleType] = []
+    if patch.path:
+        target = os.path.realpath(patch.path)
+        base = os.path.basename(target)
+        for module in list(sys.modules.values()):
+            file = getattr(module, "__file__", None)
+            if (
+                isinstance(module, ModuleType)
+                and isinstance(file, str)
+                and os.path.basename(file) == base  # cheap filter before resolving links
+                and os.path.realpath(file) == target
+                and all(module is not f for f in found)
+            ):
+                found.append(module)
+    if not found:
+        module = sys.modules.get(patch.name)
+        if isinstance(module, ModuleType) and getattr(module, "__file__", None) is None:
+            found.append(module)
     return found
 
 

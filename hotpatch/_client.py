@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
+_fork_hook = False  # registered once per process; a forked child inherits the hook
+_channel: Channel | None = None  # this process's connection, while there is one
 
 
 def running() -> bool:
@@ -35,7 +37,7 @@ def running() -> bool:
 
 def start() -> bool:
     """Start the client thread if the environment names a dev server; True if started."""
-    global _thread
+    global _thread, _fork_hook
     address = os.environ.get("HOTPATCH_ADDRESS")
     secret = os.environ.get("HOTPATCH_SECRET")
     if not address or not secret:
@@ -53,18 +55,31 @@ def start() -> bool:
             target=_run, args=(address, bytes.fromhex(secret)), name="hotpatch-client", daemon=True
         )
         _thread.start()
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork)
+        if not _fork_hook and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork)
+            _fork_hook = True
     return True
 
 
 def _after_fork() -> None:
-    global _thread
+    # The parent's connection came along as a copy of its socket descriptor: closed
+    # here, or the server would not see the parent leave while this child lives, and
+    # would wait for the parent's reports in vain. Only the descriptor: a shutdown()
+    # (as Channel.close does) would end the parent's connection too.
+    global _thread, _channel, _lock
     _thread = None
+    _lock = threading.Lock()  # another thread of the parent may have held it
+    if _channel is not None:
+        try:
+            _channel.sock.close()
+        except OSError:
+            pass
+        _channel = None
     start()
 
 
 def _run(address: str, secret: bytes) -> None:
+    global _channel
     delay = 0.05
     while True:
         try:
@@ -74,6 +89,7 @@ def _run(address: str, secret: bytes) -> None:
             delay = min(delay * 2, 2.0)
             continue
         delay = 0.05
+        _channel = channel
         try:
             _serve(channel)
         except (ProtocolError, ValueError) as exc:
@@ -81,6 +97,7 @@ def _run(address: str, secret: bytes) -> None:
         except (EOFError, OSError):
             pass
         finally:
+            _channel = None
             channel.close()
         time.sleep(delay)
 
@@ -127,6 +144,7 @@ def _report(pending: _jumptable.PendingPatch, received: float) -> dict:
             warnings=list(report.warnings),
             needs_restart=report.needs_restart,
             timings=dict(report.timings),
+            skipped=list(report.skipped),
         )
     out["apply_ms"] = round(waited, 3)
     return out

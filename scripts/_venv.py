@@ -26,9 +26,19 @@ def ensure_venv(extras: str = "test") -> Path:
         venv.EnvBuilder(with_pip=True).create(home)
     print(f"installing thinlink[{extras}] into {home.name} ...", file=sys.stderr)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         # compat mode: a path entry, not an import hook that every start-up pays for
-         "-e", f"{ROOT}[{extras}]", "--config-settings", "editable_mode=compat"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            # compat mode: a path entry, not an import hook that every start-up pays for
+            "-e",
+            f"{ROOT}[{extras}]",
+            "--config-settings",
+            "editable_mode=compat",
+        ],
         check=True,
     )
     stamp.write_text(wanted)

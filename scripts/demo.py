@@ -31,7 +31,8 @@ EDITS = [
 def scripted(python: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="thinlink-demo-") as tmp:
         app = Path(tmp) / "loop"
-        shutil.copytree(ROOT / "examples" / "loop", app)
+        skip = shutil.ignore_patterns(".thinlink", "__pycache__")  # a cache from earlier runs
+        shutil.copytree(ROOT / "examples" / "loop", app, ignore=skip)
         sim = app / "sim.py"
 
         def edit() -> None:
@@ -49,8 +50,10 @@ def scripted(python: Path) -> int:
 
 def interactive(python: Path) -> int:
     app = ROOT / "examples" / "loop"
-    print(f"$ thinlink dev app.py   (edit {app / 'sim.py'} while it runs; Ctrl-C ends)",
-          file=sys.stderr)
+    print(
+        f"$ thinlink dev app.py   (edit {app / 'sim.py'} while it runs; Ctrl-C ends)",
+        file=sys.stderr,
+    )
     try:
         return subprocess.run([str(python), "-m", "thinlink", "dev", "app.py"], cwd=app).returncode
     except KeyboardInterrupt:

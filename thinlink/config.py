@@ -68,44 +68,102 @@ def dev_settings(
     poll: bool | None = None,
     restart: bool | None = None,
     address: str | None = None,
+    cwd: Path | None = None,
 ) -> DevSettings:
     """Resolve each setting: the command line, then `THINLINK_*`, then pyproject, then
-    the default. A watched path that does not exist is an error."""
+    the default. Paths given on the command line or in the environment are relative to
+    `cwd` (default: the current directory), those in pyproject.toml to the project
+    `root`. Every value present is checked, also one another source overrides: a value
+    of the wrong kind, or a watched path that does not exist, is a `ConfigError` that
+    says where it came from."""
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    given = {
+        "watch": watch,
+        "include": include,
+        "exclude": exclude,
+        "poll": poll,
+        "restart": restart,
+        "address": address,
+    }
     file = pyproject_settings(root)
-    env = os.environ
-
-    def pick(given, env_name, key, parse, default):  # noqa: ANN001, ANN202
-        if given not in (None, ()):
-            return given
-        if env.get(env_name):
-            return parse(env[env_name])
-        if key in file:
-            return file[key]
-        return default
-
-    def split_paths(value: str) -> tuple[str, ...]:
-        return tuple(p for p in value.split(os.pathsep) if p)
-
-    def split_globs(value: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-
-    def boolean(value: str) -> bool:
-        return value.strip().lower() in ("1", "true", "yes", "on")
-
-    paths = tuple(pick(watch, "THINLINK_WATCH", "watch", split_paths, (str(root),)))
-    resolved = tuple((root / p).resolve() for p in paths)
+    where = f"{root / 'pyproject.toml'} [tool.thinlink]"
+    chosen: dict[str, tuple[object, str, Path]] = {}  # name -> (value, origin, base dir)
+    for name, (from_env, from_file, default) in _DEV_KINDS.items():
+        env_name = "THINLINK_" + name.upper()
+        env = from_env(env_name, os.environ[env_name]) if os.environ.get(env_name) else None
+        configured = from_file(f"{where} {name}", file[name]) if name in file else None
+        if given[name] not in (None, ()):
+            chosen[name] = (given[name], "the command line", here)
+        elif env is not None:
+            chosen[name] = (env, env_name, here)
+        elif configured is not None:
+            chosen[name] = (configured, f"{where} {name}", root)
+        else:
+            chosen[name] = (default, "the default", root)
+    paths, origin, base = chosen["watch"]
+    resolved = tuple((base / p).resolve() for p in (paths or (str(root),)))  # type: ignore[union-attr]
     for path in resolved:
         if not path.exists():
-            raise ConfigError(f"watched path does not exist: {path}")
-    settings = DevSettings(
+            raise ConfigError(f"watched path does not exist: {path} (from {origin})")
+    return DevSettings(
         watch=resolved,
-        include=tuple(pick(include, "THINLINK_INCLUDE", "include", split_globs, ("*.py",))),
-        exclude=tuple(pick(exclude, "THINLINK_EXCLUDE", "exclude", split_globs, ())),
-        poll=bool(pick(poll, "THINLINK_POLL", "poll", boolean, False)),
-        restart=bool(pick(restart, "THINLINK_RESTART", "restart", boolean, True)),
-        address=pick(address, "THINLINK_ADDRESS", "address", str, None),
+        include=tuple(chosen["include"][0]),  # type: ignore[arg-type]
+        exclude=tuple(chosen["exclude"][0]),  # type: ignore[arg-type]
+        poll=bool(chosen["poll"][0]),
+        restart=bool(chosen["restart"][0]),
+        address=chosen["address"][0],  # type: ignore[arg-type]
     )
-    for name in ("include", "exclude"):
-        if not all(isinstance(g, str) for g in getattr(settings, name)):
-            raise ConfigError(f"{root / 'pyproject.toml'}: {name} must be a list of strings")
-    return settings
+
+
+# Parsing each setting from the environment (a string) and checking it from pyproject.
+
+
+def _env_paths(name: str, value: str) -> tuple[str, ...]:
+    return tuple(p for p in value.split(os.pathsep) if p)
+
+
+def _env_globs(name: str, value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def _env_flag(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _env_text(name: str, value: str) -> str:
+    return value
+
+
+def _strings(where: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _flag(where: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _text(where: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+_DEV_KINDS = {  # name: (from the environment, from pyproject, default)
+    "watch": (_env_paths, _strings, ()),
+    "include": (_env_globs, _strings, ("*.py",)),
+    "exclude": (_env_globs, _strings, ()),
+    "poll": (_env_flag, _flag, False),
+    "restart": (_env_flag, _flag, True),
+    "address": (_env_text, _text, None),
+}

@@ -17,6 +17,7 @@ build is brought up to date when it says hello.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from hotpatch._protocol import new_secret
 from hotpatch.bundle import encode
 
 from . import console
-from .build import Builder
+from .build import Builder, BuildResult
 from .config import DevSettings
 from .errors import ThinlinkError
 from .image import ensure_image
@@ -41,6 +42,7 @@ from .watch import SourceFilter, backend_name, watch_changes
 __all__ = ["DevSession"]
 
 _GRACE = 5.0  # seconds between SIGTERM/SIGINT and SIGKILL
+_SETTLE = 0.25  # seconds a file that looks half-written gets to be completed
 _SITE = str(Path(hotpatch.__file__).parent / "_site")
 
 
@@ -62,13 +64,16 @@ class DevSession:
         self.secret = new_secret()
         self.image = builder.cache_dir / "images" / f"session-{os.getpid()}.img"
         self.main_path = None if target[0] == "-m" else os.path.abspath(target[0])
-        self.current: Manifest | None = None
+        self.current: Manifest | None = None  # the build the app's processes run
+        self.latest: Manifest | None = None  # the last good build of the files
         self.proc: subprocess.Popen | None = None
         self.server: DevServer | None = None
         self._lock = threading.RLock()  # held while the app is being (re)started
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()  # held while building and patching
         self._stop = threading.Event()
         self._interrupts = 0
+        self._kill_timer: threading.Timer | None = None
+        self._changes: queue.Queue[set[str]] = queue.Queue()  # from the watcher thread
 
     # the session ------------------------------------------------------------------
 
@@ -77,7 +82,11 @@ class DevSession:
         result = self.builder.build()
         for err in result.errors:
             console.error(str(err))
-        self.current = result.manifest
+        self.current = self.latest = result.manifest
+        if self.main_path is None:  # -m MODULE: its file is the one that runs as __main__
+            modules = result.manifest.by_name()
+            found = modules.get(f"{self.target[1]}.__main__") or modules.get(self.target[1])
+            self.main_path = found.path if found is not None else None
         self._write_image(result.manifest)
         self.server = DevServer(self.secret, self.settings.address, on_hello=self._catch_up)
         self._banner(result.manifest)
@@ -92,6 +101,8 @@ class DevSession:
             return self._wait()
         finally:
             self._stop.set()
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.server.close()
@@ -105,6 +116,7 @@ class DevSession:
             with self._lock:
                 if self.proc is not proc:
                     continue  # restarted: wait for the new one
+                self._stop.set()  # the app is gone: nothing may start it again now
             return 128 - code if code < 0 else code
 
     def _banner(self, manifest: Manifest) -> None:
@@ -148,20 +160,38 @@ class DevSession:
             pass
 
     def _stop_app(self) -> None:
+        """Stop the app's process group: SIGTERM, then SIGKILL for what is left after
+        `_GRACE` seconds. The processes the app started go too (pool workers, servers'
+        children), so none of them lingers at the old build after a restart."""
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        self._signal_app(signal.SIGTERM)
+        deadline = time.monotonic() + _GRACE
+        _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=_GRACE)
         except subprocess.TimeoutExpired:
-            self._signal_app(signal.SIGKILL)
-            proc.wait()
+            pass
+        # The others had the signal as long as the app: a second more, then no mercy
+        # (bounded, as a zombie that nobody reaps also counts as alive here).
+        deadline = min(deadline, time.monotonic() + 1.0)
+        while _kill_group(proc.pid, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def restart(self, reason: str) -> None:
-        console.warning(f"{_now()} restarting: {reason}")
-        with self._lock:
+        """Stop the app and start it again, at the latest good build."""
+        with self._build_lock, self._lock:
+            if self._stop.is_set():
+                return  # the session is ending
+            console.warning(f"{_now()} restarting: {reason}")
             self._stop_app()
+            if self._stop.is_set():
+                return  # interrupted meanwhile: the session ends with this app
+            if self.latest is not self.current:
+                self._write_image(self.latest)
+                self.current = self.latest
             self._start_app()
 
     def _on_signal(self, sig: int, frame: object) -> None:
@@ -175,76 +205,130 @@ class DevSession:
             self._signal_app(signal.SIGKILL)  # a second Ctrl-C: no more waiting
             return
         self._stop.set()
+        name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+        console.warning(f"{_now()} stopping the app ({name} again to force it)")
         self._signal_app(sig)
-        threading.Timer(_GRACE, self._signal_app, args=(signal.SIGKILL,)).start()
+        # A daemon: once the app has gone, nothing must keep this process alive.
+        self._kill_timer = threading.Timer(_GRACE, self._signal_app, args=(signal.SIGKILL,))
+        self._kill_timer.daemon = True
+        self._kill_timer.start()
 
     # patches -----------------------------------------------------------------------
 
     def _watch(self) -> None:
-        source_filter = SourceFilter(self.settings.include, self.settings.exclude)
-        for changed in watch_changes(
-            self.settings.watch, source_filter, self._stop, poll=self.settings.poll
-        ):
+        """The watcher thread: hands each batch of changes to the patcher thread (so
+        that the watcher is read again at once, and saves arriving while a patch is
+        being built are waiting for it when the build ends: see `on_change`)."""
+        s = self.settings
+        source_filter = SourceFilter(s.include, s.exclude, roots=s.watch)
+        threading.Thread(target=self._patch_loop, name="thinlink-patch", daemon=True).start()
+        for changed in watch_changes(s.watch, source_filter, self._stop, poll=s.poll):
             if self._stop.is_set():
                 return
+            self._changes.put(changed)
+
+    def _patch_loop(self) -> None:
+        while not self._stop.is_set():
             try:
-                self.on_change(changed)
+                changed = self._changes.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.on_change(changed | self._take_changes())
             except ThinlinkError as exc:
                 console.error(f"{_now()} {exc}")
             except Exception as exc:  # boundary: the session goes on
                 console.error(f"{_now()} internal error while patching: {exc!r}")
 
+    def _take_changes(self) -> set[str]:
+        """Every change waiting (without waiting for one)."""
+        taken: set[str] = set()
+        while True:
+            try:
+                taken |= self._changes.get_nowait()
+            except queue.Empty:
+                return taken
+
     def on_change(self, paths: set[str]) -> None:
         """Rebuild `paths`, and patch (or restart) the app. Public for tests."""
         started = time.perf_counter()
         with self._build_lock:
-            if any(os.path.exists(p) and os.path.getsize(p) == 0 for p in paths):
-                return  # a file caught empty mid-save: its next write comes with an event
-            result = self.builder.build(changed=paths)
-            if not result.ok:
-                for err in result.errors:
+            result, paths = self._rebuild(paths)
+            # Only the files saved now can stop a patch: one that was broken before
+            # (reported at start) is left as it was, and the others still go live.
+            changed = {os.path.abspath(p) for p in paths}
+            errors = [e for e in result.errors if getattr(e, "path", None) in changed]
+            if errors:
+                for err in errors:
                     console.error(f"{_now()} {err}")
                 return
             old, new = self.current, result.manifest
             assert old is not None
+            self.latest = new
             if new.build_id == old.build_id:
-                return
+                return  # saved as it was, or back to what the app runs
             made = make_patch(self.builder.cache, old, new, self.main_path)
             built = time.perf_counter()
-            bundle = made.bundle
-            for warning in bundle.warnings:
+            for warning in made.bundle.warnings:
                 console.warning(f"{_now()} warning: {warning}")
-            if bundle.needs_restart:
-                self.current = new
-                self._write_image(new)
-                if self.settings.restart:
-                    self.restart(bundle.needs_restart)
-                else:
-                    console.warning(
-                        f"{_now()} needs a restart (not restarting): {bundle.needs_restart}"
-                    )
+            if made.bundle.needs_restart:
+                # Not applied anywhere: the app stays at `current`, and later patches
+                # start from there (and need the restart too) until it restarts.
+                self._needs_restart(made.bundle.needs_restart)
                 return
-            if not bundle.modules:
-                self.current = new
-                self._write_image(new)
-                return
-            reports = self.server.broadcast(encode(bundle))
+            # Sent even when no code changed (a comment at the end of a file): every
+            # process must move to the new build, which later patches start from.
+            reports = self.server.broadcast(encode(made.bundle), base=old.build_id)
             done = time.perf_counter()
-            failed = [r for r in reports if r.get("error") or r.get("needs_restart")]
-            if failed and any(r.get("error") for r in failed):
-                for report in failed:
-                    console.error(
-                        f"{_now()} patch failed in pid {report.get('pid')}: {report.get('error')}"
-                    )
-                    if report.get("traceback") and self.verbose:
-                        console.error(report["traceback"])
-                return  # rolled back there: the processes stay at the old build
-            self.current = new
-            self._print_patch(made, reports, started, built, done)
-            threading.Thread(target=self._write_image, args=(new,), daemon=True).start()
-            restart = [r["needs_restart"] for r in reports if r.get("needs_restart")]
-            if restart and self.settings.restart:
-                self.restart(restart[0])
+            if self._settle_reports(reports, new):
+                if made.bundle.modules or self.verbose:
+                    self._print_patch(made, reports, started, built, done)
+
+    def _rebuild(self, paths: set[str]) -> tuple[BuildResult, set[str]]:
+        """Build the saved files; saves that arrive meanwhile (the rest of a burst, a
+        `git checkout` the watcher saw in two parts) join in: one patch for them all."""
+        if self.verbose:
+            console.info(f"{_now()} changed: {', '.join(sorted(paths))}")
+        _settle(paths)
+        result = self.builder.build(changed=paths)
+        deadline = time.monotonic() + _SETTLE
+        while time.monotonic() < deadline and (more := self._take_changes()):
+            if self.verbose:
+                console.info(f"{_now()} changed: {', '.join(sorted(more))}")
+            paths = paths | more
+            _settle(more)
+            result = self.builder.build(changed=paths)
+        return result, paths
+
+    def _settle_reports(self, reports: list[dict], new: Manifest) -> bool:
+        """Take in the processes' reports of a patch to `new`; True if every process
+        applied it. Where none did, the app stays at its build; where some did, only a
+        restart brings the processes to one build again."""
+        failed = [r for r in reports if r.get("error")]
+        refused = [r for r in reports if not r.get("error") and r.get("needs_restart")]
+        for report in failed:
+            console.error(f"{_now()} patch failed in pid {report.get('pid')}: {report['error']}")
+            if report.get("traceback") and self.verbose:
+                console.error(report["traceback"])
+        applied = len(reports) - len(failed) - len(refused)
+        if reports and not applied:
+            if refused and not failed:
+                self._needs_restart(refused[0]["needs_restart"])
+            return False  # rolled back or refused everywhere: nothing changed
+        self.current = new
+        threading.Thread(target=self._write_image, args=(new,), daemon=True).start()
+        if applied < len(reports):
+            self._needs_restart(
+                f"the patch was applied in {applied} of {len(reports)} processes only"
+            )
+            return False
+        return True
+
+    def _needs_restart(self, reason: str) -> None:
+        if self.settings.restart:
+            self.restart(reason)
+        else:
+            console.warning(f"{_now()} needs a restart (not restarting): {reason}")
 
     def _print_patch(
         self, made, reports: list[dict], started: float, built: float, done: float
@@ -263,9 +347,13 @@ class DevSession:
         rebuild = (built - started) * 1000
         send = max(total - rebuild - apply_ms, 0.0)
         connected = len(self.server.connected())
+        # A module no process has imported is not patched anywhere (it loads the new
+        # code when imported): said, so that "patched" never claims what did not happen.
+        skipped = set.intersection(*(set(r.get("skipped", ())) for r in reports or [{}]))
+        unused = f"; not imported by any process: {', '.join(sorted(skipped))}" if skipped else ""
         console.success(
             f"{_now()} patched {shown}: {len(reports)}/{connected} processes in {total:.1f} ms "
-            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f})"
+            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f}){unused}"
         )
         for report in reports:
             for warning in report.get("warnings", []):
@@ -273,7 +361,10 @@ class DevSession:
                     console.warning(f"  pid {report.get('pid')}: {warning}")
 
     def _catch_up(self, client: Client) -> None:
-        """Bring a process that joined at an older build up to the current one."""
+        """Bring a process that joined at an older build up to the current one.
+
+        Under the build lock, so that no patch made meanwhile reaches the process before
+        its catch-up (patches after it are then made from the build it has reached)."""
         with self._build_lock:
             current = self.current
             if current is None or client.build in (None, current.build_id):
@@ -284,11 +375,13 @@ class DevSession:
             except ThinlinkError as exc:
                 console.warning(f"{_now()} pid {client.pid} runs build {client.build}: {exc}")
                 return
-        if made.bundle.needs_restart:
-            reason = made.bundle.needs_restart
-            console.warning(f"{_now()} pid {client.pid} is behind and needs a restart: {reason}")
-            return
-        report = self.server.send(client, encode(made.bundle))
+            if made.bundle.needs_restart:
+                reason = made.bundle.needs_restart
+                console.warning(
+                    f"{_now()} pid {client.pid} is behind and needs a restart: {reason}"
+                )
+                return
+            report = self.server.send(client, encode(made.bundle))
         if report and report.get("error"):
             console.error(f"{_now()} catching up pid {client.pid} failed: {report['error']}")
         elif self.verbose:
@@ -321,6 +414,38 @@ class DevSession:
         tmp.unlink(missing_ok=True)
         os.symlink(built, tmp)
         os.replace(tmp, self.image)
+
+
+def _kill_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False if no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a member changed its user: it is still there
+    return True
+
+
+def _settle(paths: set[str]) -> None:
+    """Give files that look caught mid-save (empty, or cut short of their final
+    newline) up to `_SETTLE` seconds to be completed; their next write comes with an
+    event of its own, which then builds to the same content and does nothing."""
+    deadline = time.monotonic() + _SETTLE
+    while any(_looks_cut(p) for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _looks_cut(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) not in (b"\n", b"\r")
+    except OSError:
+        return False  # deleted, or unreadable: the build says so
 
 
 def _now() -> str:

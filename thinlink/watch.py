@@ -3,8 +3,8 @@
 Tuned for latency: watchfiles yields a batch once no new change arrived for `step`
 milliseconds (default 1, not watchfiles' 50), so a save is seen within a few
 milliseconds, and a burst (a `git checkout` of many files) still arrives as one batch.
-Built-in ignores keep virtual environments, VCS directories, caches and editor temp
-files from flooding the watcher.
+Built-in ignores keep virtual environments, VCS directories, caches, build output and
+editor temp files from flooding the watcher.
 """
 
 from __future__ import annotations
@@ -13,12 +13,19 @@ import fnmatch
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import watchfiles
 
-__all__ = ["SourceFilter", "watch_changes", "backend_name", "IGNORED_DIRS", "IGNORED_FILES"]
+__all__ = [
+    "SourceFilter",
+    "watch_changes",
+    "poll_changes",
+    "backend_name",
+    "IGNORED_DIRS",
+    "IGNORED_FILES",
+]
 
 IGNORED_DIRS = frozenset(
     {
@@ -39,31 +46,64 @@ IGNORED_DIRS = frozenset(
         ".hypothesis",
         ".idea",
         ".vscode",
-        "build",
-        "dist",
     }
 )
 IGNORED_FILES = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp", "*.pyc")
 
 
 class SourceFilter(watchfiles.DefaultFilter):
-    """Python sources (or `include` globs) not under an ignored directory or `exclude`."""
+    """Python sources (or `include` globs) not under an ignored directory or `exclude`.
 
-    def __init__(self, include: Sequence[str] = ("*.py",), exclude: Sequence[str] = ()) -> None:
+    The directories ignored are those the build skips (see `thinlink.sources`): hidden
+    ones, caches, virtual environments (any directory holding a `pyvenv.cfg`, whatever
+    its name), `build`/`dist` output, plus editors' own. Only the part of a path below
+    the watched root it is in counts: a project that itself lives under `~/build/` or
+    `~/.local/` is watched. Globs match the file name, the path relative to its watched
+    root (`tests/*`) or the absolute path.
+    """
+
+    def __init__(
+        self,
+        include: Sequence[str] = ("*.py",),
+        exclude: Sequence[str] = (),
+        roots: Sequence[str | os.PathLike[str]] = (),
+    ) -> None:
         super().__init__(ignore_dirs=tuple(IGNORED_DIRS), ignore_entity_patterns=())
         self.include = tuple(include)
         self.exclude = tuple(exclude)
+        # Longest first, so a path is taken relative to the innermost watched root.
+        self.roots = sorted((os.path.abspath(r) for r in roots), key=len, reverse=True)
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         name = os.path.basename(path)
-        parts = Path(path).parts
-        if any(part in IGNORED_DIRS or part.endswith(".egg-info") for part in parts[:-1]):
-            return False
+        root, relative = self._split(path)
+        parts = relative.split(os.sep)[:-1]
+        here = root
+        for part in parts:
+            here = os.path.join(here, part)
+            if _ignored_dir(here, part):
+                return False
         if any(fnmatch.fnmatch(name, p) for p in IGNORED_FILES):
             return False
-        if any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in self.exclude):
+        candidates = (name, relative, path)
+        if any(fnmatch.fnmatch(c, p) for p in self.exclude for c in candidates):
             return False
-        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in self.include)
+        return any(fnmatch.fnmatch(c, p) for p in self.include for c in candidates)
+
+    def _split(self, path: str) -> tuple[str, str]:
+        """(the watched root holding `path`, `path` relative to it)."""
+        for root in self.roots:
+            if path.startswith(root + os.sep):
+                return root, path[len(root) + 1 :]
+        return os.path.dirname(path), os.path.basename(path)
+
+
+def _ignored_dir(path: str, name: str) -> bool:
+    if name in IGNORED_DIRS or name.startswith(".") or name.endswith(".egg-info"):
+        return True
+    if name in ("build", "dist"):  # setuptools' output, unless it is a real package
+        return not os.path.exists(os.path.join(path, "__init__.py"))
+    return os.path.exists(os.path.join(path, "pyvenv.cfg"))
 
 
 def backend_name(poll: bool) -> str:
@@ -81,16 +121,108 @@ def watch_changes(
     step: int = 1,
 ) -> Iterator[set[str]]:
     """Yield sets of changed file paths until `stop` is set."""
+    if poll:
+        yield from poll_changes(paths, source_filter, stop)
+        return
     for batch in watchfiles.watch(
         *paths,
         watch_filter=source_filter,
         step=step,
         debounce=1600,
         stop_event=stop,
-        force_polling=poll,
-        poll_delay_ms=50,
         raise_interrupt=False,
         rust_timeout=500,
         yield_on_timeout=False,
     ):
         yield {path for _, path in batch}
+
+
+# Polling, for file systems without change notification (Docker or VM mounts, NFS).
+# Not watchfiles' own: its poller keeps mtimes in whole seconds, so a save in the same
+# second as the one before it (an edit and its quick fix) is never seen. Here each file
+# is known by its mtime in nanoseconds, size and inode (a save by rename changes it).
+
+
+_Stat = tuple[int, int, int]  # mtime in ns, size, inode
+
+
+def poll_changes(
+    paths: Sequence[str | os.PathLike[str]],
+    source_filter: SourceFilter,
+    stop: threading.Event,
+    *,
+    delay: float = 0.05,
+    step: float = 0.01,
+    debounce: float = 1.6,
+) -> Iterator[set[str]]:
+    """Yield sets of changed (added, modified, deleted) paths, scanning every `delay`
+    seconds; changes are gathered until a scan `step` seconds after the last finds no
+    more (or for `debounce` seconds), so a burst of saves is one batch."""
+    wanted: dict[str, bool] = {}  # the filter's answer per path (it never changes)
+    snapshot = _scan(paths, source_filter, wanted)
+    while not stop.wait(delay):
+        current = _scan(paths, source_filter, wanted)
+        changed = _differ(snapshot, current)
+        if not changed:
+            continue
+        snapshot, first = current, time.monotonic()
+        while time.monotonic() - first < debounce and not stop.wait(step):
+            current = _scan(paths, source_filter, wanted)
+            more = _differ(snapshot, current)
+            if not more:
+                break
+            changed |= more
+            snapshot = current
+        yield changed
+
+
+def _scan(
+    paths: Sequence[str | os.PathLike[str]], source_filter: SourceFilter, wanted: dict[str, bool]
+) -> dict[str, _Stat]:
+    found: dict[str, _Stat] = {}
+    todo = [os.fspath(p) for p in paths]
+    while todo:
+        top = todo.pop()
+        try:
+            entries = list(os.scandir(top))
+        except NotADirectoryError:
+            entries = None
+        except OSError:
+            continue
+        if entries is None:  # a watched file
+            _note(top, found, source_filter, wanted)
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not _ignored_dir(entry.path, entry.name):
+                        todo.append(entry.path)
+                    continue
+            except OSError:
+                continue
+            _note(entry.path, found, source_filter, wanted)
+    return found
+
+
+def _note(
+    path: str,
+    found: dict[str, _Stat],
+    source_filter: SourceFilter,
+    wanted: dict[str, bool],
+) -> None:
+    keep = wanted.get(path)
+    if keep is None:
+        keep = wanted[path] = source_filter(watchfiles.Change.modified, path)
+    if not keep:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    found[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _differ(before: dict[str, _Stat], after: dict[str, _Stat]) -> set[str]:
+    changed = {p for p, sig in after.items() if before.get(p) != sig}
+    changed.update(p for p in before if p not in after)
+    return changed

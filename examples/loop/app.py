@@ -7,13 +7,16 @@ uses the new code, and the ball, the score and the frame counter carry on.
 import argparse
 import time
 
-import hotpatch
 import sim
+
+import hotpatch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--frames", type=int, default=0, help="stop after N frames (0: run forever)")
+    parser.add_argument(
+        "--frames", type=int, default=0, help="stop after N frames (0: run forever)"
+    )
     parser.add_argument("--fps", type=float, default=20.0)
     args = parser.parse_args()
 
