@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,15 +141,28 @@ def emit():
     sys.stderr.write("TLPROF " + json.dumps(stamps) + "\\n")
     sys.stderr.flush()
 
+detects = []  # when the watcher yielded each batch (its thread may run ahead of patching)
 watch_changes = thinlink.dev.watch_changes
 
 def watch(*args, **kwargs):
     for batch in watch_changes(*args, **kwargs):
-        stamps.clear()
-        stamps["detect"] = time.time()
+        detects.append(time.time())
         yield batch
 
 thinlink.dev.watch_changes = watch
+on_change = thinlink.dev.DevSession.on_change
+
+def patch(self, paths):
+    stamps.clear()
+    stamps["detects"] = detects[-20:]
+    start = time.time()
+    try:
+        return on_change(self, paths)
+    finally:
+        stamps["on_change"] = [start, time.time(), time.time() - start]
+        emit()
+
+thinlink.dev.DevSession.on_change = patch
 
 def timed(owner, name, key, after=None):
     # stamps[key] = [first start, last end, summed seconds] over the calls of one save
@@ -180,7 +194,6 @@ timed(thinlink.build.Builder, "build", "build")
 timed(thinlink.dev, "make_patch", "make_patch")
 timed(thinlink.dev, "encode", "encode")
 timed(thinlink.server.DevServer, "broadcast", "broadcast", reports)
-timed(thinlink.dev.DevSession, "on_change", "on_change", lambda _: emit())
 sys.argv = ["thinlink", *sys.argv[1:]]
 main()
 """
@@ -559,7 +572,7 @@ class Bench:
                 case.patch_lines.append(row)
             if line.startswith("TLPROF "):
                 record = json.loads(line[7:])
-                index = edit_of(record.get("detect", 0.0))
+                index = edit_of(record["on_change"][0])
                 if index and "broadcast" in record:
                     self._profile(case, app, index, record)
         output = [line for _, line in app.stderr] + app.stdout
@@ -582,6 +595,9 @@ class Bench:
         if not delivered:
             return
         _, dstart, dend = delivered[0]
+        detect = min((t for t in rec["detects"] if t >= write), default=None)
+        if detect is None:
+            return
 
         def span(key: str) -> float:
             return rec[key][1] - rec[key][0] if key in rec else 0.0
@@ -590,7 +606,7 @@ class Bench:
             return rec[key][2] if key in rec else 0.0
 
         stages = {
-            "watch detection": rec["detect"] - write,
+            "watch detection": detect - write,
             "settle (half-written check)": summed("settle"),
             "rebuild (Builder.build)": span("build"),
             "  discover": summed("discover"),
@@ -608,7 +624,7 @@ class Bench:
         stages["between steps"] = (
             bstart - rec["on_change"][0] - sum(span(k) for k in steps) - summed("settle")
         )
-        stages["detect to on_change"] = rec["on_change"][0] - rec["detect"]
+        stages["detect to on_change"] = rec["on_change"][0] - detect
         stages["total (save to live)"] = observed - write
         applied = {}
         for report in rec.get("reports", []):
@@ -617,7 +633,7 @@ class Bench:
         order = list(stages)
         at = order.index("apply (deliver)") + 1
         stages = {k: stages.get(k, applied.get(k)) for k in order[:at] + list(applied) + order[at:]}
-        case.profile.append({k: v * 1000 for k, v in stages.items()})
+        case.profile.append({"edit": index} | {k: v * 1000 for k, v in stages.items()})
 
     def problem(self, case: Case, text: str) -> None:
         self.problems.append(f"{case.name}: {text}")
@@ -691,7 +707,8 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
         f"is in its row); the app polls every {info['poll_ms']} ms. Target for thinlink: "
         "p50 < 20 ms and p95 < 50 ms at every size.",
         f"SPEC's numbers for the alternatives: {SPEC_ALTERNATIVES}.",
-        f"Commit {info.get('commit') or '?'}"
+        "Code measured: a copy of thinlink/ and hotpatch/ taken at the start, at commit "
+        f"{info.get('commit') or '?'}"
         + (f"; uncommitted: {', '.join(info['uncommitted'])}" if info.get("uncommitted") else "")
         + ".",
         "Edits: `shift` adds or removes a line in the edited function (alternately), so the",
@@ -785,7 +802,7 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
         if c.tool != "thinlink-prof" or not c.profile:
             continue
         rows = []
-        for key in dict.fromkeys(k for p in c.profile for k in p):
+        for key in dict.fromkeys(k for p in c.profile for k in p if k != "edit"):
             values = [p[key] / 1000 for p in c.profile if key in p]
             st = Stats.of(values)
             rows.append([key, len(values), ms(st.median), ms(st.p95), ms(max(values))])
@@ -832,6 +849,16 @@ def plan(args: argparse.Namespace) -> list[Case]:
             cases.append(Case("thinlink-prof", size, mode, edits=args.edits))
             cases.append(Case("thinlink-prof", size, mode, kind="same", edits=args.edits))
     return cases
+
+
+def snapshot(checkout: Path, dest: Path) -> Path:
+    """Copy the packages measured (thinlink, hotpatch) out of the checkout, so that every
+    case of the run measures the same code while the checkout changes."""
+    for package in ("thinlink", "hotpatch"):
+        shutil.copytree(
+            checkout / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return dest
 
 
 def wait_for_quiet(threshold: float, longest: float) -> None:
@@ -886,7 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = round(os.getloadavg()[0], 2)
     print(f"load average (1 min): {load_start} ({os.cpu_count()} cores)", flush=True)
     cases = plan(args)
+    measured = source_state()
     with tempfile.TemporaryDirectory(prefix="thinlink-bench-dev-") as tmp:
+        code = snapshot(args.thinlink_path.resolve(), Path(tmp) / "src")
         bench = Bench(
             Path(tmp),
             args.poll_ms,
@@ -895,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
             args.slow,
             args.slow_edits,
             args.first_timeout,
-            args.thinlink_path.resolve(),
+            code,
         )
         for case in cases:
             bench.run_case(case)
@@ -906,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                     f", first {ms(case.first)} ms",
                     flush=True,
                 )
-    info = machine_info() | {"loadavg_start": load_start, "poll_ms": args.poll_ms} | source_state()
+    info = machine_info() | {"loadavg_start": load_start, "poll_ms": args.poll_ms} | measured
     text = render(cases, bench.problems, info)
     print()
     print(text)
