@@ -87,8 +87,8 @@ class Channel:
         head = _read_up_to(self.sock, _HEAD.size + _MAC)
         if not head:
             raise EOFError("connection closed")
-        # Fix: the connection closing inside a frame is a truncated frame (ProtocolError,
-        # logged), not the peer leaving between frames (EOFError, silent), as documented.
+        # A close inside a frame is a truncated frame (ProtocolError, logged); only a
+        # close between frames is the peer leaving (EOFError, silent).
         if len(head) < _HEAD.size + _MAC:
             raise ProtocolError(f"truncated frame: {len(head)} of {_HEAD.size + _MAC} header bytes")
         magic, version, kind, sequence, length = _HEAD.unpack_from(head)
@@ -114,8 +114,8 @@ class Channel:
         return kind, payload
 
     def close(self) -> None:
-        # Fix: shut down first. close() alone does not wake a thread blocked in recv() on
-        # this socket (Linux), so the connection stayed up and the peer never saw the end.
+        # Shut down before closing: on Linux close() alone does not wake a thread blocked
+        # in recv() on this socket, and the peer would never see the end.
         for end in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
             try:
                 end()
@@ -155,8 +155,7 @@ def connect(address: str, secret: bytes, timeout: float = 5.0) -> Channel:
         sock.connect(where)
         nonce = _read_up_to(sock, NONCE_SIZE)
         if len(nonce) < NONCE_SIZE:
-            # Fix: was an EOFError, which the client's reconnect loop (it retries on
-            # OSError) did not expect: a server closing before its nonce killed the client.
+            # A ConnectionError (an OSError), so the client's reconnect loop retries.
             raise ConnectionError("the dev server closed the connection before its nonce")
     except BaseException:
         sock.close()

@@ -99,8 +99,8 @@ class DevServer:
             if kind != HELLO:
                 raise ProtocolError("the first frame must be a hello")
             hello = json.loads(payload)
-            # Fix: a hello that is not a JSON object, or a pid that is not a number, raised
-            # outside this try (killing the thread with a traceback, the socket left open).
+            # An authenticated peer can still send a malformed hello: refuse it here, where
+            # the connection is dropped with one log line.
             if not isinstance(hello, dict):
                 raise ValueError("the hello is not a JSON object")
             client = Client(
@@ -177,8 +177,8 @@ class DevServer:
 
     def close(self) -> None:
         self._closing = True
-        # Fix: shut the listening socket down first. close() alone does not wake the accept
-        # thread (Linux), which went on accepting and serving connections after close().
+        # Shut down before closing: on Linux close() alone does not wake the accept thread,
+        # which would go on accepting connections.
         for end in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
             try:
                 end()
