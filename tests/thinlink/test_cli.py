@@ -51,11 +51,6 @@ def last():
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_cache_dir_from_the_environment(monkeypatch):
-    monkeypatch.delenv("THINLINK_CACHE_DIR", raising=False)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
