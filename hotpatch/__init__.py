@@ -12,7 +12,7 @@ from a build). `_apply` is loaded on first use: it is not free to import.
 from ._errors import BundleError as BundleError
 from ._errors import HotpatchError as HotpatchError
 from ._errors import PatchError as PatchError
-from ._jumptable import call as call
+from ._jumptable import call as call  # operator.call unless enabled: enable() rebinds it
 from ._jumptable import current_build as current_build
 from ._jumptable import enable as enable
 from ._jumptable import enabled as enabled

@@ -12,11 +12,12 @@ added again.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
 from dataclasses import dataclass
-from time import perf_counter
+from time import perf_counter, sleep
 from types import CodeType, ModuleType
 from typing import Any
 
@@ -60,6 +61,19 @@ def apply(
     statement raised) and then leaves the process exactly as it was. A bundle that needs a
     restart is not applied: the report says why.
     """
+    # No garbage collection while patching: a patch allocates thousands of objects
+    # (relocated code, undo records), and a full collection of a large app's heap in
+    # the middle would be most of the patch's time.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _apply(source, key)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -> PatchReport:
     start = perf_counter()
     bundle = source if isinstance(source, Bundle) else load(source, key)
     timings = {"decode": _ms(start)}
@@ -172,15 +186,24 @@ def _patch_module(
     timings["statements"] = timings.get("statements", 0.0) + _ms(start)
 
 
+_MOVES_PER_YIELD = 25  # about half a millisecond of moves
+
+
 def _move_functions(
     module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
 ) -> None:
     """Shift the code of functions that only moved, so tracebacks show the new lines."""
     start = perf_counter()
-    live = index_module(module, merge.files).functions
-    for qualname, old_lineno, delta in patch.moved:
+    sleep(0)  # the new code is in: let a thread waiting to run it go first
+    wanted = {(qualname, old_lineno) for qualname, old_lineno, _ in patch.moved}
+    live = index_module(module, merge.files, wanted).functions
+    for done, (qualname, old_lineno, delta) in enumerate(patch.moved, 1):
         for fn in live.get((qualname, old_lineno), ()):
             merge.tx.setattr(fn, "__code__", relocate(fn.__code__, delta))
+        if done % _MOVES_PER_YIELD == 0:
+            # Line numbers only, after the new code is in: let the app's threads run
+            # it meanwhile (an edit at the top of a large module moves thousands).
+            sleep(0)
     timings["moved"] = timings.get("moved", 0.0) + _ms(start)
 
 
@@ -188,9 +211,9 @@ def _swap_functions(
     module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
 ) -> None:
     start = perf_counter()
-    index = index_module(module, merge.files)
-    live = index.functions
     nested = {(f.qualname, f.old_lineno) for f in patch.functions if "<locals>" in f.qualname}
+    index = index_module(module, merge.files, {(f.qualname, f.old_lineno) for f in patch.functions})
+    live = index.functions
     extra: dict[tuple[str, int], list[Any]] = {}
     if nested:
         codes = index.nested_codes(nested, merge.files)

@@ -436,9 +436,11 @@ def _adopt_registrations(live: type, new: type) -> None:
                     holder[key] = live
         elif type(holder) is list:
             has_live = any(item is live for item in holder)
-            holder[:] = [item for item in holder if item is not new] if has_live else [
-                live if item is new else item for item in holder
-            ]
+            holder[:] = (
+                [item for item in holder if item is not new]
+                if has_live
+                else [live if item is new else item for item in holder]
+            )
         else:  # a set: classes hash by identity unless their metaclass says otherwise
             holder.discard(new)
             holder.add(live)

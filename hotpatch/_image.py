@@ -94,7 +94,12 @@ class _Frozen:
 
 
 class ImageEntry(_Frozen):
-    """One module of a build: its source digest and ``marshal.dumps`` of its code."""
+    """One module of a build: its source digest and ``marshal.dumps`` of its code.
+
+    An empty ``code`` leaves compiling to the importer: the source with ``digest`` is the
+    build's module all the same (`thinlink dev` writes an image after every patch, and a
+    large module edited a function at a time has no whole-module code to put there).
+    """
 
     __slots__ = ("digest", "code")
     digest: str

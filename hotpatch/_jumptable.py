@@ -5,16 +5,35 @@ runs the new body and needs no table. The table only maps an object that a patch
 *replace* (a definition re-run with another decorator) to its replacement, for the callers
 that go through `call` or `@hot`; it is also keyed by `module:qualname`.
 
-Why `call` is a `functools.partial`. A Python `def call(fn, /, *args, **kwargs)` costs 4-5x a
-trivial `f()` by itself (the args tuple, the kwargs dict, the non-inlined `f(*args)`), measured
-on 3.11-3.13. So `call` is a partial whose target we switch with `__setstate__` (one C-level
-store, safe under the GIL while other threads call through it):
-  - nothing to do (not enabled, empty table, nothing queued): `operator.call`, all in C,
-    measured 2.2x a trivial `f()` on 3.11 and 2.7x on 3.12/3.13 (operator.call alone: 1.9x);
-  - otherwise `_call`, a Python function: the table lookup and, while a patch is pending,
-    the safe-point check (4.6x on 3.11, 6x on 3.12/3.13). Once enabled, `call` stays on
-    `_call`, so that every `call` has a frame and "the outermost call" can be told from the
-    stack; a C fast path there would leave calls in progress invisible.
+Why `call` is two different objects. SPEC: `call(f)` costs at most 2x `f()`. Measured on
+3.11-3.13 (ratios of timeit medians with the loop, a trivial `f`, benchmarks/bench_call.py):
+  - a C callable pays one C-to-Python call of `fn`, which a direct call does not (the
+    interpreter pushes a Python callee's frame inline): `operator.call` is 1.7x on 3.11 and
+    about 2.0-2.1x on 3.12/3.13, the floor of anything in the standard library (a
+    `functools.partial` in front, to switch its target later, adds another 0.5-1x);
+  - any Python `def call(fn, /, *args, **kwargs)` pays for its own frame (about one direct
+    call), the `**kwargs` dict made on every call, even empty, and `fn(*args)`, which calls
+    from C: 3.5-3.7x on 3.11 and 3.8-4.7x on 3.12/3.13 with no check at all.
+So where hot patching is not enabled (production) `call` *is* `operator.call`: nothing to
+look up, nothing to apply, no wrapper. Once enabled, it is `_call`, a Python function, and
+stays so: every `call` in progress then has a frame, so "the outermost call" can be told
+from the stack (calls through a C `call` would be invisible there), and the safe point and
+the table lookup cost one global test while there is nothing to do (`_check`): `_call` is
+within noise of the bare Python floor above.
+
+`enable()` rebinds `hotpatch.call` and this module's `call`; a reference taken before
+(`from hotpatch import call` ahead of `enable()`) keeps `operator.call`: its calls are
+neither safe points nor table lookups (patches still land: at a safe point reached some
+other way, or from the client thread, as in an app without safe points). `thinlink run` and
+`thinlink dev` enable hot patching before the app is imported. In a process that never
+enabled it, `@hot` returns the function itself and `call` is `operator.call`, so neither
+follows a definition that `hotpatch.apply()` replaced by a new object; as the report warns,
+references to the old object keep it (functions patched in place, the usual case, need no
+table). We do not make the old function forward to its replacement instead (its `__code__`
+swapped for a stub calling the new object, which every reference would follow): a new
+object that reaches the old one (a decorator that wraps or dispatches to the previous
+binding of its name) would then recurse forever, and the old function would change its
+signature and kind (`inspect.signature`, `iscoroutinefunction`) under whoever holds it.
 
 Safe points. A patch from outside is `submit()`ted by the client thread. The outermost
 `call`/`@hot` call on the main thread, or `safepoint()`, applies what is pending. If the main
@@ -32,7 +51,6 @@ import _thread
 import os
 import sys
 import time
-from _functools import partial
 from _operator import call as _operator_call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -74,6 +92,10 @@ _by_name: dict[str, object] = {}  # "module:qualname" -> latest object
 _build: str | None = None  # the build this process runs (see set_build)
 _enabled = False
 _pending = False  # a patch is queued (or, once enabled, a probe: see _at_call)
+# `_pending` or a non-empty table: `call`/`@hot` must look before calling. Written under
+# `_queue_lock` with `_pending` (see _set_pending), so a submit racing a safe point that
+# found the queue empty cannot leave it False with a patch queued.
+_check = False
 _responsive = False  # the main thread reached a safe point since the last patch
 _queue: list[PendingPatch] = []  # a handful at most: a list beats importing collections
 _queue_lock = _thread.allocate_lock()
@@ -134,10 +156,15 @@ def set_build(build_id: str | None) -> None:
 
 def enable() -> None:
     """Turn hot patching on for this process (as `HOTPATCH_ENABLED=1` does): `@hot` starts
-    wrapping and `call` goes through the jump table. Call it before importing the app."""
-    global _enabled, _pending
+    wrapping and `call` goes through the jump table, with safe points.
+
+    Call it before importing the app: it rebinds `hotpatch.call`, and a reference taken
+    earlier (`from hotpatch import call`) stays the plain `operator.call` of production.
+    """
+    global _enabled
     _enabled = True
-    _pending = True  # probe: the main thread's first call tells us it reaches safe points
+    with _queue_lock:
+        _set_pending(True)  # probe: the main thread's first call shows it reaches safe points
     _update_mode()
 
 
@@ -147,31 +174,52 @@ def enabled() -> bool:
 
 
 def _call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """`call` when there is something to check: safe point, then the table lookup."""
-    if _pending:
-        _at_call(sys._getframe(1))
-    if _table and type(fn) in _keyed:
-        fn = _table.get(fn, fn)  # type: ignore[assignment]
+    """call(fn, /, *args, **kwargs): call the latest version of `fn`.
+
+    Goes through the jump table, so a definition that a patch replaced by a new object is
+    still reached. The outermost `call` on the main thread is a safe point: pending patches
+    are applied there, before `fn` runs. This is `hotpatch.call` once hot patching is
+    enabled; where it is not, `hotpatch.call` is `operator.call` (zero cost, no table).
+    """
+    if _check:
+        fn = _look(fn)
     if kwargs:
         return fn(*args, **kwargs)
     return fn(*args)  # without the empty kwargs dict: a quarter faster
 
 
-call = partial(_operator_call)
-call.__doc__ = """call(fn, /, *args, **kwargs): call the latest version of `fn`.
+def _look(fn: Any) -> Any:
+    """Slow path of `call`/`@hot` (only while `_check`): the safe point, then the table."""
+    if _pending:
+        _at_call(sys._getframe(2))  # the caller of `call` or of the hot wrapper
+    if _table and type(fn) in _keyed:
+        return _table.get(fn, fn)
+    return fn
 
-Goes through the jump table, so a definition that a patch replaced by a new object is
-still reached. The outermost `call` on the main thread is a safe point: pending patches
-are applied there, before `fn` runs. It costs about 2-3x a direct call of a trivial
-function while hot patching is off (all in C), about 5x once it is on.
-"""
+
+# What apps get as `hotpatch.call` (see the module docstring); `_update_mode` rebinds it.
+call: Callable[..., Any] = _call if enabled() else _operator_call
+
+
+def _set_pending(value: bool) -> None:
+    # Under _queue_lock: `_pending` and `_check` change together (see `_check`).
+    global _pending, _check
+    _pending = value
+    _check = value or bool(_table)
 
 
 def _update_mode() -> None:
-    # Point `call` at the C fast path when there is nothing to look up or apply.
-    target = _call if (_enabled or _table or _queue) else _operator_call
-    if call.func is not target:
-        call.__setstate__((target, (), None, call.__dict__))
+    """Recompute the fast-path state after the flags, the table or the environment changed:
+    `_check`, and which object `call` is (`_call` when enabled, else `operator.call`)."""
+    global _check, call
+    with _queue_lock:
+        _check = _pending or bool(_table)
+    target = _call if enabled() else _operator_call
+    if call is not target:
+        call = target
+        package = sys.modules.get(__package__ or "")
+        if package is not None and "call" in package.__dict__:
+            package.call = target  # `hotpatch.call`, and what `from hotpatch import` gets
 
 
 def _hot_wrapper(fn: F) -> F:
@@ -179,9 +227,7 @@ def _hot_wrapper(fn: F) -> F:
 
     @functools.wraps(fn)
     def hot_call(*args: Any, **kwargs: Any) -> Any:
-        if _pending:
-            _at_call(sys._getframe(1))
-        target = _table.get(fn, fn) if _table and type(fn) in _keyed else fn
+        target = _look(fn) if _check else fn
         if kwargs:
             return target(*args, **kwargs)  # type: ignore[operator]
         return target(*args)  # type: ignore[operator]
@@ -208,8 +254,9 @@ def hot(fn: F) -> F:
 
 
 def _at_call(frame: Any) -> None:
-    """Slow path of `call`/`@hot` while `_pending`: apply at the outermost one on main."""
-    global _pending, _responsive
+    """Safe-point check of `call`/`@hot` while `_pending`: apply at the outermost one on
+    the main thread. `frame` is the frame that called `call` (or the hot wrapper)."""
+    global _responsive
     if _thread.get_ident() != _MAIN_THREAD:
         return
     f = frame
@@ -221,7 +268,7 @@ def _at_call(frame: Any) -> None:
     _responsive = True
     with _queue_lock:
         if not _queue:
-            _pending = False
+            _set_pending(False)
             return
     _drain()
 
@@ -232,18 +279,17 @@ def safepoint() -> tuple[PatchReport, ...]:
     For apps with their own loop. A patch that fails is logged and skipped (its
     `PendingPatch.error` says why); the app keeps running on the code it had.
     """
-    global _responsive, _pending
+    global _responsive
     if _thread.get_ident() == _MAIN_THREAD:
         _responsive = True
     with _queue_lock:
         if not _queue:
-            _pending = False
+            _set_pending(False)
             return ()
     return _drain()
 
 
 def _drain() -> tuple[PatchReport, ...]:
-    global _pending
     from . import _apply  # here, not at import: _apply imports this module
 
     if getattr(_local, "draining", False):
@@ -255,7 +301,7 @@ def _drain() -> tuple[PatchReport, ...]:
             while True:
                 with _queue_lock:
                     if not _queue:
-                        _pending = False
+                        _set_pending(False)
                         break
                     item = _queue.pop(0)
                 try:
@@ -274,12 +320,10 @@ def _drain() -> tuple[PatchReport, ...]:
 
 def submit(data: bytes, *, key: bytes | None = None, now: float | None = None) -> PendingPatch:
     """Queue a patch for the next safe point (thread-safe; called by the client thread)."""
-    global _pending
     item = PendingPatch(bytes(data), key, time.monotonic() if now is None else now)
     with _queue_lock:
         _queue.append(item)
-        _pending = True
-    _update_mode()
+        _set_pending(True)
     return item
 
 
@@ -299,7 +343,7 @@ def due(pending: PendingPatch, now: float | None = None) -> bool:
 def deliver(data: bytes, *, key: bytes | None = None) -> PendingPatch:
     """Submit a patch, give the main thread `grace()` seconds to apply it at a safe point,
     then apply it from this thread. Returns once it is applied or refused."""
-    global _pending, _responsive
+    global _responsive
     item = submit(data, key=key)
     while not item.done.is_set():
         remaining = item.submitted + grace() - time.monotonic()
@@ -309,7 +353,8 @@ def deliver(data: bytes, *, key: bytes | None = None) -> PendingPatch:
             _responsive = False  # it did not come in time: don't wait for it next time ...
             _drain()
             if _enabled:
-                _pending = True  # ... unless its next call shows it reaches safe points
+                with _queue_lock:  # ... unless its next call shows it reaches safe points
+                    _set_pending(True)
     return item
 
 
@@ -346,7 +391,7 @@ def redirect(old: object, new: object, identity: str, tx: Transaction) -> None:
     for key in keys:
         _keyed.add(type(key))
         tx.setitem(_table, key, new)
-    _update_mode()  # `call` must look entries up from now on
+    _update_mode()  # `call` and `@hot` must look entries up from now on
 
 
 def resolve(identity: str) -> object | None:

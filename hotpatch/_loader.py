@@ -99,7 +99,10 @@ class BuildLoader(SourceFileLoader):
                 # Edited since the build (a reused loader, or a race with the editor).
                 _from_build.pop(fullname, None)
                 return self.source_to_code(data, path)
-        code = marshal.loads(self.entry.code)
+        if self.entry.code:
+            code = marshal.loads(self.entry.code)
+        else:  # the image left compiling to us: these bytes are the build's source
+            code = self.source_to_code(data, path)
         _from_build[fullname] = self.build_id
         return code
 

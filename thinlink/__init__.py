@@ -6,7 +6,8 @@ A function-level incremental compiler for Python. Layers, bottom up:
   fragments, deriving units; `units`: the data (segments, units, module records);
 - `cache`: the content-addressed store; `manifest`: builds and refs;
 - `rebuild`: one module, whole or only what an edit touched; `build`: a project;
-- `image`, `runner`: running a program from a build; `cli`: the `thinlink` command.
+- `image`, `runner`: running a program from a build; `cli`: the `thinlink` command
+  (`commands`: its click application, which a plain `thinlink build` does not load).
 
 The public API is `Project` (below) and the exceptions in `thinlink.errors`.
 """

@@ -85,7 +85,7 @@ class Statement:
 
 def analyze_module(cache: Cache, record: ModuleRecord, source: str) -> list[Statement]:
     """Every top-level statement of the module, in order (cached per segment)."""
-    from .compiler import split_lines
+    from .text import split_lines
 
     lines = split_lines(source)
     out: list[Statement] = []

@@ -14,6 +14,7 @@ Promises, each resting on diskcache's SQLite transactions:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import marshal
@@ -26,6 +27,7 @@ from types import CodeType
 import diskcache
 import xxhash
 
+from .text import SourceText
 from .units import ModuleRecord, dump_record, load_record
 
 __all__ = ["Cache", "INTERPRETER_TAG", "DEFAULT_SIZE_LIMIT"]
@@ -57,6 +59,9 @@ class Cache:
         self._memo_bytes = 0
         self._memo_limit = _MEMO_BYTES if memo else 0
         self._records: dict[str, ModuleRecord] = {}
+        self._texts: dict[str, SourceText] = {}
+        # Values not written yet (records still unserialised), see write_behind().
+        self._unwritten: dict[str, bytes | ModuleRecord] | None = None
         self._store = diskcache.Cache(
             str(self.directory / "objects"),
             size_limit=size_limit,
@@ -98,6 +103,9 @@ class Cache:
         found = self._memo.get(key)
         if found is not None:
             return found
+        if self._unwritten and key in self._unwritten:
+            value = self._unwritten[key]
+            return dump_record(value) if isinstance(value, ModuleRecord) else value
         payload = self._read(key)
         if payload is not None:
             self._remember(key, payload)
@@ -107,8 +115,10 @@ class Cache:
         if not self._memo_limit:
             return
         if self._memo_bytes + len(payload) > self._memo_limit:
+            self.flush()  # what is only in memory must reach the disk before it is dropped
             self._memo.clear()
             self._records.clear()
+            self._texts.clear()
             self._memo_bytes = 0
         self._memo[key] = payload
         self._memo_bytes += len(payload)
@@ -143,12 +153,42 @@ class Cache:
             pass
 
     def put(self, key: str, payload: bytes) -> None:
-        """Store `payload` under `key`. Operation is atomic."""
+        """Store `payload` under `key`. Operation is atomic.
+
+        With `write_behind()` on, the value is kept in memory until `flush()`.
+        """
+        if self._unwritten is not None:
+            self._remember(key, payload)
+            self._unwritten[key] = payload
+            return
         self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
         self._remember(key, payload)
 
+    def write_behind(self) -> None:
+        """Keep writes in memory until `flush()` (needs `memo=True`).
+
+        For `thinlink dev`: a save's patch goes out first, and its records reach the
+        disk after, off the path between a save and the app running the new code.
+        """
+        if not self._memo_limit:
+            raise ValueError("write_behind() needs a Cache opened with memo=True")
+        if self._unwritten is None:
+            self._unwritten = {}
+
+    def flush(self) -> int:
+        """Write what `write_behind()` kept in memory, in one transaction; returns how many."""
+        pending = self._unwritten
+        if not pending:
+            return 0
+        with self._store.transact():
+            for key, value in pending.items():
+                payload = dump_record(value) if isinstance(value, ModuleRecord) else value
+                self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
+        self._unwritten = {}
+        return len(pending)
+
     def __contains__(self, key: str) -> bool:
-        return key in self._store
+        return bool(self._unwritten and key in self._unwritten) or key in self._store
 
     def get_record(self, key: str) -> ModuleRecord | None:
         """The module record under `key` (decoded once per key with `memo=True`)."""
@@ -162,9 +202,36 @@ class Cache:
         return record
 
     def put_record(self, key: str, record: ModuleRecord) -> None:
+        if self._unwritten is not None:
+            # Serialised when flushed: dumping a large module's record is the costliest
+            # part of storing it.
+            self._records[key] = record
+            self._unwritten[key] = record
+            return
         self.put(key, dump_record(record))
         if self._memo_limit:
             self._records[key] = record
+
+    def source_text(self, digest: str, path: str, data: bytes | None = None) -> SourceText | None:
+        """The decoded text of a source version (from `data` if given, else the cache).
+
+        Memoised with `memo=True`: a long-lived session decodes each version once.
+        """
+        found = self._texts.get(digest)
+        if found is not None:
+            return found
+        if data is None:
+            data = self.get(self.source_key(digest))
+            if data is None:
+                return None
+        text = SourceText.decode(data, path)
+        self.remember_text(digest, text)
+        return text
+
+    def remember_text(self, digest: str, text: SourceText) -> None:
+        """Memoise the decoded text of a source version (with `memo=True`)."""
+        if self._memo_limit:
+            self._texts[digest] = text
 
     def get_code(self, key: str) -> CodeType | None:
         payload = self.get(key)
@@ -179,8 +246,10 @@ class Cache:
     def put_code(self, key: str, code: CodeType) -> None:
         self.put(key, marshal.dumps(code))
 
-    def transact(self):  # noqa: ANN201 - a context manager from diskcache
+    def transact(self):  # noqa: ANN201 - a context manager
         """Group writes into one transaction (much faster for many small values)."""
+        if self._unwritten is not None:
+            return contextlib.nullcontext()  # nothing is written until flush()
         return self._store.transact()
 
     # housekeeping ------------------------------------------------------------
@@ -196,10 +265,15 @@ class Cache:
     def clear(self) -> int:
         """Remove every entry; returns how many were removed."""
         self._memo.clear()
+        self._records.clear()
+        self._texts.clear()
         self._memo_bytes = 0
+        if self._unwritten:
+            self._unwritten = {}
         return self._store.clear()
 
     def close(self) -> None:
+        self.flush()
         self._store.close()
 
     def __enter__(self) -> Cache:

@@ -1,259 +1,107 @@
-"""The `thinlink` command. `main(args)` takes argv, so tests call it directly."""
+"""The `thinlink` command. `main(args)` takes argv, so tests call it directly.
+
+The commands, their options and help are a click application (`thinlink.commands`).
+A plain `thinlink build` does not load it: importing click (and what it imports)
+costs more than a no-op build takes, and builds run from scripts and editors far
+more often than anything else. So `main` first reads argv itself; when it is a
+`build` command line whose every word it understands, it runs the build directly,
+exactly as the click command would. Anything else (help, a usage error, another
+command, a value it is unsure of) goes to click, which then answers as it always has.
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
+import errno
+import math
+import os
 import sys
-from pathlib import Path
-
-import click
 
 from . import console
-from .build import Builder, BuildResult
-from .errors import ConfigError, ThinlinkError
-from .project import Project
-from .sources import find_root
+from .errors import ThinlinkError
 
-__all__ = ["main", "cli"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from .build import BuildResult
 
-_cache_dir_option = click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Cache directory (default: THINLINK_CACHE_DIR, then .thinlink in the project).",
-)
+__all__ = ["main", "build_command"]  # and `cli`, the click application (see __getattr__)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="thinlink")
-def cli() -> None:
-    """Function-level incremental builds and hot patching for Python."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `thinlink` command and `python -m thinlink`."""
+    argv = sys.argv[1:] if args is None else list(args)
+    try:
+        plain = _plain_build(argv)
+        if plain is not None:
+            _run_standalone(plain)  # exits
+        from .commands import cli
+
+        cli.main(args=argv, prog_name="thinlink", standalone_mode=True)
+    except ThinlinkError as exc:
+        console.error(f"thinlink: error: {exc}")
+        sys.exit(2)
+    except _ProgramInterrupted as exc:
+        # Past click, which would print "Aborted!" and exit 1: the interpreter ends the
+        # process by SIGINT, as under python (the program's traceback is already shown).
+        raise exc.interrupt from None
 
 
-@cli.command()
-@click.argument(
-    "path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
-@_cache_dir_option
-@click.option(
-    "-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
-def build(path: Path | None, cache_dir: Path | None, jobs: int | None, as_json: bool) -> None:
-    """Build the project under PATH (default: the current project)."""
-    project = Project(path or find_root(), cache_dir=cache_dir, jobs=jobs)
-    with console.progress_bar("compiling", enabled=not as_json) as progress:
-        result = project.build(progress)
+def build_command(
+    path: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    jobs: int | None,
+    as_json: bool,
+) -> int:
+    """`thinlink build`: build the project under `path`, report; the exit status."""
+    # What `Project(...).build()` does, on strings: importing thinlink.project (pathlib,
+    # typing) would cost a no-op build a tenth of its time.
+    from .build import Builder
+    from .config import cache_location
+    from .sources import root_of
+
+    root = os.path.realpath(path) if path else root_of()
+    builder = Builder(root, cache_location(root, cache_dir), jobs=jobs)
+    try:
+        with console.progress_bar("compiling", enabled=not as_json) as progress:
+            builder.progress = progress
+            result = builder.build()
+    finally:
+        builder.close()
     if as_json:
-        click.echo(json.dumps(result.summary()))
+        console.echo(_dumps(result.summary()))
     else:
         _print_build(result)
-    if not result.ok:
-        sys.exit(1)
+    return 0 if result.ok else 1
 
 
-class _ProgramCommand(click.Command):
-    """A command whose own options end where the program's begin, as python's do: at
-    SCRIPT, or after `-m MODULE` (click alone would read `-m mod --help` as its own)."""
+def _dumps(value: object) -> str:
+    """`json.dumps(value)` for the plain values of a build summary.
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        options = [p for p in self.params if isinstance(p, click.Option)]
-        valued = {o for p in options if not p.is_flag for o in p.opts}
-        i = 0
-        while i < len(args) and args[i].startswith("-") and args[i] != "--":
-            if args[i].startswith("-m"):  # `-m MODULE` or `-mMODULE`: a `--` after it
-                end = i + 2 if args[i] == "-m" else i + 1
-                if end <= len(args):
-                    args = [*args[:end], "--", *args[end:]]
-                break
-            i += 2 if args[i] in valued else 1
-        return super().parse_args(ctx, args)
+    The json package imports `re` for its decoder, which a no-op build has no other use
+    for; the encoding itself is the json module's own C function (`_json`).
+    """
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{_encode_string(k)}: {_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_dumps(v) for v in value) + "]"
+    import json  # anything else: as json has it
 
-
-@cli.command(
-    cls=_ProgramCommand,
-    context_settings={"allow_interspersed_args": False},
-)
-@_cache_dir_option
-@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> None:
-    """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) with the project's modules from the build."""
-    from .runner import run_program, script_root
-
-    if module is None and not args:
-        raise click.UsageError("a SCRIPT or -m MODULE is required")
-    script = None if module is not None else args[0]
-    program_args = list(args if module is not None else args[1:])
-    project = Project(find_root(script_root(script)), cache_dir=cache_dir)
-    builder = project.builder()
-    with console.progress_bar("compiling") as progress:
-        builder.progress = progress
-        result = builder.build()
-    for err in result.errors:
-        console.warning(str(err))
-    try:
-        run_program(builder, result, script=script, module=module, args=program_args)
-    except KeyboardInterrupt as exc:
-        raise _ProgramInterrupted(exc) from None
+    return json.dumps(value)
 
 
-@cli.command(cls=_ProgramCommand, context_settings={"allow_interspersed_args": False})
-@_cache_dir_option
-@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script.")
-@click.option(
-    "-w", "--watch", multiple=True, help="Path to watch (repeatable; default: the project)."
-)
-@click.option("--include", multiple=True, help="Glob of files to watch (repeatable; default *.py).")
-@click.option("--exclude", multiple=True, help="Glob of files to ignore (repeatable).")
-@click.option("--poll", is_flag=True, default=None, help="Poll for changes (Docker/VM mounts).")
-@click.option("--no-restart", is_flag=True, default=None, help="Never restart the app.")
-@click.option(
-    "--address",
-    help="Where processes connect: unix (default), tcp:127.0.0.1:PORT, or another host "
-    "with --allow-remote.",
-)
-@click.option("--allow-remote", is_flag=True, help="Allow an --address other than loopback.")
-@click.option("-v", "--verbose", is_flag=True, help="Print more detail.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def dev(
-    cache_dir: Path | None,
-    module: str | None,
-    watch: tuple[str, ...],
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    poll: bool | None,
-    no_restart: bool | None,
-    address: str | None,
-    allow_remote: bool,
-    verbose: bool,
-    args: tuple[str, ...],
-) -> None:
-    """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) and hot-patch it on every save."""
-    from .config import dev_settings
-    from .dev import DevSession
-    from .runner import script_root
-
-    if module is None and not args:
-        raise click.UsageError("a SCRIPT or -m MODULE is required")
-    script = None if module is not None else args[0]
-    project = Project(find_root(script_root(script)), cache_dir=cache_dir)
-    settings = dev_settings(
-        project.root,
-        watch=watch,
-        include=include,
-        exclude=exclude,
-        poll=poll,
-        restart=None if no_restart is None else not no_restart,
-        address=address,
-    )
-    _check_address(settings.address, allow_remote)
-    target = ["-m", module, *args] if module is not None else list(args)
-    builder = Builder(project.root, project.cache_dir, memo=True)
-    session = DevSession(builder, settings, target, verbose=verbose)
-    sys.exit(session.run())
-
-
-def _check_address(address: str | None, allow_remote: bool) -> None:
-    import ipaddress
-
-    if address is None or address == "unix" or address.startswith("unix:"):
-        return
-    host = address.removeprefix("tcp:").rpartition(":")[0].strip("[]")
-    if host in ("localhost", ""):
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass  # a host name: not known to be loopback
-    if not allow_remote:
-        raise ConfigError(
-            f"--address {address} is not loopback: anyone who can reach it can run code in "
-            "the app; add --allow-remote to do it anyway"
-        )
-    console.warning(
-        f"warning: patches are served on {address}; anyone who can reach it and holds the "
-        "session secret can run code in the app"
-    )
-
-
-@cli.command()
-@click.argument(
-    "path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
-@_cache_dir_option
-def clean(path: Path | None, cache_dir: Path | None) -> None:
-    """Delete the build cache of the project under PATH."""
-    project = Project(path or find_root(), cache_dir=cache_dir)
-    where = project.cache_dir
-    if where.exists():
-        # Whatever the settings say, never remove the project or a directory that is
-        # not a cache (`--cache-dir .`, THINLINK_CACHE_DIR=$HOME).
-        if where == project.root or where in project.root.parents or not _is_cache(where):
-            raise ConfigError(f"{where} does not look like a thinlink cache; not removing it")
-        shutil.rmtree(where)
-        console.info(f"removed {project.cache_dir}")
-    else:
-        console.info(f"nothing to clean at {project.cache_dir}")
-
-
-def _is_cache(path: Path) -> bool:
-    """Empty, or holding what a cache holds (the store, manifests or refs)."""
-    names = {p.name for p in path.iterdir()}
-    return not names or bool(names & {"objects", "builds", "refs"})
-
-
-@cli.command()
-@_cache_dir_option
-@click.option(
-    "--from",
-    "base",
-    default="last-good",
-    show_default=True,
-    help="Build to patch from (id or ref).",
-)
-@click.option("--to", "target", help="Build to patch to (default: build the working tree now).")
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the bundle here."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the patch.")
-def patch(
-    cache_dir: Path | None, base: str, target: str | None, output: Path | None, as_json: bool
-) -> None:
-    """Write a patch bundle from one build to another and print what it changes."""
-    from hotpatch.bundle import save
-
-    from .errors import BuildFailed
-
-    project = Project(find_root(), cache_dir=cache_dir)
-    try:
-        result = project.patch(base, target)
-    except BuildFailed as failed:
-        for err in failed.result.errors:  # type: ignore[attr-defined]
-            console.error(str(err))
-        sys.exit(1)
-    if output is not None:
-        save(result.bundle, output)
-    summary = result.summary()
-    if as_json:
-        click.echo(json.dumps(summary))
-        return
-    _print_patch(summary, output)
-
-
-def _print_patch(summary: dict, output: Path | None) -> None:
-    console.info(f"patch {summary['base_build']} -> {summary['target_build']}")
-    for module in summary["modules"]:
-        for kind in ("patched", "rerun", "removed"):
-            for item in module[kind]:
-                console.info(f"  {kind:8} {module['module']}:{item}")
-        for warning in module["warnings"]:
-            console.warning(f"  warning: {warning}")
-    if summary["needs_restart"]:
-        console.warning(f"  needs restart: {summary['needs_restart']}")
-    if output is not None:
-        console.info(f"wrote {output}")
+try:
+    from _json import encode_basestring_ascii as _encode_string
+except ImportError:  # pragma: no cover - an interpreter without the accelerator
+    from json.encoder import py_encode_basestring_ascii as _encode_string
 
 
 def _print_build(result: BuildResult) -> None:
@@ -269,6 +117,72 @@ def _print_build(result: BuildResult) -> None:
     )
 
 
+# `thinlink build` without click ----------------------------------------------------
+
+_VALUED = {"--cache-dir": "cache_dir", "-j": "jobs", "--jobs": "jobs"}
+
+
+def _plain_build(argv: list[str]) -> tuple[str | None, str | None, int | None, bool] | None:
+    """(path, cache_dir, jobs, as_json) of a `build` command line click would accept
+    as it is, or None for click to read it (and answer help or errors its own way).
+
+    Each option at most once, values that are plainly values, and a PATH that is a
+    readable directory (what the click command checks) are all it takes on.
+    """
+    if not argv or argv[0] != "build" or os.environ.get("_THINLINK_COMPLETE"):
+        return None
+    found: dict[str, str] = {}
+    words = iter(argv[1:])
+    for word in words:
+        name, eq, value = word.partition("=")
+        if word == "--json":
+            field = "as_json"
+        elif word.startswith("-j") and word[2:].isdigit():
+            field, value = "jobs", word[2:]
+        elif word in _VALUED:
+            field, value = _VALUED[word], next(words, "")
+        elif eq and name in _VALUED and name.startswith("--"):
+            field = _VALUED[name]
+        elif not word.startswith("-") and word:
+            field, value = "path", word
+        else:
+            return None
+        if field in found or not (value or field == "as_json") or value.startswith("-"):
+            return None
+        found[field] = value
+    jobs = found.get("jobs")
+    if jobs is not None and not (jobs.isdigit() and jobs.isascii() and int(jobs) >= 1):
+        return None
+    path, cache_dir = found.get("path"), found.get("cache_dir")
+    if path is not None and not (os.path.isdir(path) and os.access(path, os.R_OK)):
+        return None  # click says what is wrong with it
+    if cache_dir is not None and os.path.exists(cache_dir):
+        if not (os.path.isdir(cache_dir) and os.access(cache_dir, os.R_OK)):
+            return None
+    return path, cache_dir, None if jobs is None else int(jobs), "as_json" in found
+
+
+def _run_standalone(plain: tuple[str | None, str | None, int | None, bool]) -> None:
+    """Run a plain build and exit as click's standalone mode would."""
+    try:
+        status = build_command(*plain)
+    except KeyboardInterrupt:
+        console.info("")  # closes the terminal's ^C echo, then what click says
+        console.info("Aborted!")
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        # The reader went away (`| head`): nothing more can be written, and flushing at
+        # exit would fail again and print a traceback.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no file descriptor to redirect
+            pass
+        status = 1
+    sys.exit(status)
+
+
 class _ProgramInterrupted(Exception):
     """Carries the program's KeyboardInterrupt out of `thinlink run` past click."""
 
@@ -277,14 +191,12 @@ class _ProgramInterrupted(Exception):
         self.interrupt = interrupt
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the `thinlink` command and `python -m thinlink`."""
-    try:
-        cli.main(args=args, prog_name="thinlink", standalone_mode=True)
-    except ThinlinkError as exc:
-        console.error(f"thinlink: error: {exc}")
-        sys.exit(2)
-    except _ProgramInterrupted as exc:
-        # Past click, which would print "Aborted!" and exit 1: the interpreter ends the
-        # process by SIGINT, as under python (the program's traceback is already shown).
-        raise exc.interrupt from None
+def __getattr__(name: str) -> object:
+    # The click application and its helpers, for code that imported them from here.
+    # Not dunder names: the import system probes those (`__path__`) on every import.
+    if not name.startswith("__"):
+        from . import commands
+
+        if hasattr(commands, name):
+            return getattr(commands, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,14 +22,17 @@ import __future__
 import bisect
 import marshal
 import opcode
-import re
-from collections.abc import Iterable, Iterator, Sequence
 from types import CodeType
 
 import xxhash
 
 from .errors import SourceError
+from .text import split_lines  # noqa: F401 - its home was here; kept importable from here
 from .units import CodeRef, Segment, Unit
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "FUTURE_MASK",
@@ -50,24 +53,6 @@ for _name in __future__.all_feature_names:
 
 _INDENT = (" ", "\t", "\x0c")
 _CO_NEWLOCALS = 0x0002  # inspect.CO_NEWLOCALS, without importing inspect
-# What str.splitlines breaks on besides "\n" (the tokenizer does not).
-_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def split_lines(text: str) -> list[str]:
-    """Split decoded source into lines the way the tokenizer counts them.
-
-    `str.splitlines` also splits on form feeds and Unicode separators, which may sit
-    inside string literals; the tokenizer (after universal newlines) only counts `\\n`.
-    """
-    if not _OTHER_BREAKS.search(text):
-        return text.splitlines(keepends=True)  # the same split, in C
-    lines = text.split("\n")
-    last = lines.pop()
-    out = [line + "\n" for line in lines]
-    if last:
-        out.append(last)
-    return out
 
 
 def compile_module(data: bytes | str, path: str) -> CodeType:
@@ -114,10 +99,14 @@ def _definitions(code: CodeType) -> list[CodeType]:
 
 def definition_lines(code: CodeType, lines: Sequence[str]) -> list[int]:
     """Sorted first lines of the top-level `def`s and `class`es in module `code`."""
+    return _definition_lines(_definitions(code), lines)
+
+
+def _definition_lines(tops: list[CodeType], lines: Sequence[str]) -> list[int]:
     return sorted(
         {
             c.co_firstlineno
-            for c in _definitions(code)
+            for c in tops
             if c.co_firstlineno <= len(lines)
             and not lines[c.co_firstlineno - 1].startswith(_INDENT)
         }
@@ -135,14 +124,14 @@ def split_segments(
     if last < first:
         return []
     tops = _definitions(code)
-    starts = [line for line in definition_lines(code, lines) if first < line <= last]
+    starts = [line for line in _definition_lines(tops, lines) if first < line <= last]
     bounds = [first, *starts]
     units: list[list[Unit]] = [[] for _ in bounds]
     imports: list[list[str]] = [[] for _ in bounds]
     digests = _Digests()
     for top in tops:
         slot = bisect.bisect_right(bounds, top.co_firstlineno) - 1
-        units[max(slot, 0)].extend(_units_in(top, digests))
+        _units_in(top, digests, units[max(slot, 0)])
     for line, name in import_bindings(code):
         if first <= line <= last:
             imports[bisect.bisect_right(bounds, line) - 1].append(name)
@@ -160,14 +149,17 @@ def split_segments(
     ]
 
 
-def _units_in(code: CodeType, digests: _Digests) -> Iterator[Unit]:
+def _units_in(code: CodeType, digests: _Digests, out: list[Unit]) -> None:
+    """Append the units of `code` and of the code nested in it to `out`, in pre-order."""
     if not code.co_name.startswith("<"):
         is_class = _is_class_body(code)
         kind = "class" if is_class else "function"
-        yield Unit(code.co_qualname, kind, code.co_firstlineno, digests.of(code, deep=not is_class))
+        out.append(
+            Unit(code.co_qualname, kind, code.co_firstlineno, digests.of(code, deep=not is_class))
+        )
     for const in code.co_consts:
-        if isinstance(const, CodeType):
-            yield from _units_in(const, digests)
+        if type(const) is CodeType:
+            _units_in(const, digests, out)
 
 
 def _is_class_body(code: CodeType) -> bool:
@@ -190,21 +182,11 @@ class _Digests:
         found = self._memo.get(key)
         if found is not None:
             return found
-        consts = []
         position = _firstlineno_const(code)
-        for i, const in enumerate(code.co_consts):
-            if position is not None and i == position[0]:
-                consts.append("<firstlineno>")  # a class's own line is not behaviour
-                continue
-            if isinstance(const, CodeType):
-                # A class's methods are units of their own; its comprehensions and
-                # lambdas are part of its body.
-                if deep or const.co_name.startswith("<"):
-                    consts.append(("code", self._digest(const, True)))
-                else:
-                    consts.append(("unit", const.co_qualname))
-            else:
-                consts.append(_canonical(const))
+        if position is None and _NESTED.isdisjoint(map(type, code.co_consts)):
+            consts = code.co_consts  # plain values only: what _consts would copy
+        else:
+            consts = self._consts(code, -1 if position is None else position[0], deep)
         payload = marshal.dumps(
             (
                 code.co_code,
@@ -228,6 +210,32 @@ class _Digests:
         self._memo[key] = digest
         return digest
 
+    def _consts(self, code: CodeType, position: int, deep: bool) -> list[object]:
+        """The constants of `code` as its digest covers them (`position`: the index of
+        a class body's first line, or -1)."""
+        consts: list[object] = []
+        for i, const in enumerate(code.co_consts):
+            kind = type(const)
+            if i == position:
+                consts.append("<firstlineno>")  # a class's own line is not behaviour
+            elif kind is CodeType:
+                # A class's methods are units of their own; its comprehensions and
+                # lambdas are part of its body.
+                if deep or const.co_name.startswith("<"):
+                    consts.append(("code", self._digest(const, True)))
+                else:
+                    consts.append(("unit", const.co_qualname))
+            elif kind in _NESTED:
+                consts.append(_canonical(const))
+            else:
+                consts.append(const)  # what _canonical returns as it is, without a call
+        return consts
+
+
+# Constants a digest does not take as they are: code (digested or named) and the
+# containers _canonical rewrites.
+_NESTED = frozenset({CodeType, tuple, frozenset})
+
 
 def _canonical(const: object) -> object:
     # frozenset constants (`x in {"a", "b"}`) iterate in hash order, which differs
@@ -235,8 +243,13 @@ def _canonical(const: object) -> object:
     if isinstance(const, frozenset):
         return ("frozenset", tuple(sorted((_canonical(c) for c in const), key=repr)))
     if isinstance(const, tuple):
+        if _CONTAINERS.isdisjoint(map(type, const)):
+            return const  # equal to the copy below, and so marshalled the same
         return tuple(_canonical(c) for c in const)
     return const
+
+
+_CONTAINERS = frozenset({tuple, frozenset})
 
 
 _OP = opcode.opmap
@@ -282,11 +295,24 @@ def _find_op(raw: bytes, op: int, start: int) -> int:
 
 
 def _lines_at(code: CodeType, offsets: set[int]) -> dict[int, int]:
+    """The line of each bytecode offset in `offsets`.
+
+    One pass over the line table, whose ranges come in order: it stops past the last
+    offset (imports are mostly at the top of a module).
+    """
+    wanted = sorted(offsets)
     lines = {}
+    i = 0
     for start, end, line in code.co_lines():
-        for offset in offsets:
-            if start <= offset < end and line is not None:
-                lines[offset] = line
+        while i < len(wanted) and wanted[i] < start:
+            i += 1  # in no range with a line
+        if i == len(wanted):
+            break
+        j = i
+        while j < len(wanted) and wanted[j] < end:
+            if line is not None:
+                lines[wanted[j]] = line
+            j += 1
     return lines
 
 

@@ -16,6 +16,8 @@ build is brought up to date when it says hello.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import queue
 import signal
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hotpatch
@@ -83,11 +86,14 @@ class DevSession:
         for err in result.errors:
             console.error(str(err))
         self.current = self.latest = result.manifest
+        # From now on a save's records reach the disk after its patch has gone out.
+        self.builder.cache.write_behind()
         if self.main_path is None:  # -m MODULE: its file is the one that runs as __main__
             modules = result.manifest.by_name()
             found = modules.get(f"{self.target[1]}.__main__") or modules.get(self.target[1])
             self.main_path = found.path if found is not None else None
         self._write_image(result.manifest)
+        gc.freeze()  # the build's records live as long as the session: never scan them
         self.server = DevServer(self.secret, self.settings.address, on_hello=self._catch_up)
         self._banner(result.manifest)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -107,6 +113,8 @@ class DevSession:
                 signal.signal(sig, handler)
             self.server.close()
             self.image.unlink(missing_ok=True)
+            with self._build_lock:
+                self.builder.cache.flush()
 
     def _wait(self) -> int:
         while True:
@@ -252,37 +260,51 @@ class DevSession:
     def on_change(self, paths: set[str]) -> None:
         """Rebuild `paths`, and patch (or restart) the app. Public for tests."""
         started = time.perf_counter()
-        with self._build_lock:
-            result, paths = self._rebuild(paths)
-            # Only the files saved now can stop a patch: one that was broken before
-            # (reported at start) is left as it was, and the others still go live.
-            changed = {os.path.abspath(p) for p in paths}
-            errors = [e for e in result.errors if getattr(e, "path", None) in changed]
-            if errors:
-                for err in errors:
-                    console.error(f"{_now()} {err}")
-                return
-            old, new = self.current, result.manifest
-            assert old is not None
-            self.latest = new
-            if new.build_id == old.build_id:
-                return  # saved as it was, or back to what the app runs
-            made = make_patch(self.builder.cache, old, new, self.main_path)
-            built = time.perf_counter()
-            for warning in made.bundle.warnings:
-                console.warning(f"{_now()} warning: {warning}")
-            if made.bundle.needs_restart:
-                # Not applied anywhere: the app stays at `current`, and later patches
-                # start from there (and need the restart too) until it restarts.
-                self._needs_restart(made.bundle.needs_restart)
-                return
-            # Sent even when no code changed (a comment at the end of a file): every
-            # process must move to the new build, which later patches start from.
-            reports = self.server.broadcast(encode(made.bundle), base=old.build_id)
-            done = time.perf_counter()
-            if self._settle_reports(reports, new):
-                if made.bundle.modules or self.verbose:
-                    self._print_patch(made, reports, started, built, done)
+        with self._build_lock, _no_gc():
+            try:
+                self._patch(paths, started)
+            finally:
+                self._flush()
+
+    def _patch(self, paths: set[str], started: float) -> None:
+        """Build, make the patch, send it, and take in the reports."""
+        result, paths = self._rebuild(paths)
+        # Only the files saved now can stop a patch: one that was broken before
+        # (reported at start) is left as it was, and the others still go live.
+        changed = {os.path.abspath(p) for p in paths}
+        errors = [e for e in result.errors if getattr(e, "path", None) in changed]
+        if errors:
+            for err in errors:
+                console.error(f"{_now()} {err}")
+            return
+        old, new = self.current, result.manifest
+        assert old is not None
+        self.latest = new
+        if new.build_id == old.build_id:
+            return  # saved as it was, or back to what the app runs
+        made = make_patch(self.builder.cache, old, new, self.main_path)
+        built = time.perf_counter()
+        for warning in made.bundle.warnings:
+            console.warning(f"{_now()} warning: {warning}")
+        if made.bundle.needs_restart:
+            # Not applied anywhere: the app stays at `current`, and later patches
+            # start from there (and need the restart too) until it restarts.
+            self._needs_restart(made.bundle.needs_restart)
+            return
+        # Sent even when no code changed (a comment at the end of a file): every
+        # process must move to the new build, which later patches start from.
+        reports = self.server.broadcast(encode(made.bundle), base=old.build_id)
+        done = time.perf_counter()
+        if self._settle_reports(reports, new):
+            if made.bundle.modules or self.verbose:
+                self._print_patch(made, reports, started, built, done)
+
+    def _flush(self) -> None:
+        """Write what the last build kept in memory (records, code) to the cache."""
+        try:
+            self.builder.cache.flush()
+        except Exception as exc:  # boundary: a full disk must not stop the session
+            console.warning(f"{_now()} could not write to the cache: {exc}")
 
     def _rebuild(self, paths: set[str]) -> tuple[BuildResult, set[str]]:
         """Build the saved files; saves that arrive meanwhile (the rest of a burst, a
@@ -293,8 +315,8 @@ class DevSession:
         result = self.builder.build(changed=paths)
         deadline = time.monotonic() + _SETTLE
         while time.monotonic() < deadline and (more := self._take_changes()):
-            if self.verbose:
-                console.info(f"{_now()} changed: {', '.join(sorted(more))}")
+            if self.verbose and more - paths:  # a save comes as several events: said once
+                console.info(f"{_now()} changed: {', '.join(sorted(more - paths))}")
             paths = paths | more
             _settle(more)
             result = self.builder.build(changed=paths)
@@ -390,30 +412,44 @@ class DevSession:
     def _prewarm(self, manifest: Manifest) -> None:
         """Analyse every module now, so the first save of each is as fast as the next."""
         from .analysis import analyze_module
-        from .rebuild import decode
 
         cache = self.builder.cache
         for entry in manifest.modules:
             if self._stop.is_set():
                 return
-            record = cache.get_record(entry.record or "")
-            source = cache.get(cache.source_key(entry.digest or ""))
-            if record is None or source is None:
-                continue
             try:
-                with self._build_lock:  # one user of the cache's connection at a time
-                    analyze_module(cache, record, decode(source, entry.path))
+                with self._build_lock:  # one user of the cache at a time
+                    record = cache.get_record(entry.record or "")
+                    text = cache.source_text(entry.digest or "", entry.path)
+                    if record is not None and text is not None:
+                        analyze_module(cache, record, text.text)
             except (ThinlinkError, SyntaxError):
                 continue
+        gc.freeze()  # what the analysis memoised lives as long as the session
 
     def _write_image(self, manifest: Manifest) -> None:
         # The session image is a link to the build's image, replaced atomically, so a
         # process starting now reads one whole build or the other.
-        built = ensure_image(self.builder.cache, manifest)
+        with self._build_lock:  # one user of the cache at a time
+            built = ensure_image(self.builder.cache, manifest, compile_missing=False)
         tmp = self.image.with_name(f".{self.image.name}.{threading.get_ident()}")
         tmp.unlink(missing_ok=True)
         os.symlink(built, tmp)
         os.replace(tmp, self.image)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No garbage collection from a save to its patch sent: a collection of the
+    session's heap (records of every module) would be most of a patch's latency.
+    What became garbage meanwhile is collected after."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _kill_group(pgid: int, sig: int) -> bool:

@@ -23,7 +23,6 @@ runtime only carries them out:
 from __future__ import annotations
 
 import ast
-import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -196,13 +195,16 @@ def _match(
 
 def _units_by_statement(record: ModuleRecord, statements: list[Statement]) -> dict[int, list[Unit]]:
     """The units (functions, classes, methods) defined inside each statement."""
-    units = sorted(record.units(), key=lambda u: u.lineno)
-    lines = [u.lineno for u in units]
     out: dict[int, list[Unit]] = {}
     for statement in statements:
-        lo = bisect.bisect_left(lines, statement.lineno)
-        hi = bisect.bisect_right(lines, statement.end_lineno)
-        out[id(statement)] = units[lo:hi]
+        # A top-level statement lies within one segment: look there, not at every unit.
+        segment = record.segment_at(statement.lineno)
+        inside = (
+            []
+            if segment is None
+            else [u for u in segment.units if statement.lineno <= u.lineno <= statement.end_lineno]
+        )
+        out[id(statement)] = sorted(inside, key=lambda u: u.lineno)
     return out
 
 

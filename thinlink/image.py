@@ -2,7 +2,8 @@
 
 The image format belongs to the runtime (`hotpatch._image`); this side fills it from
 the cache. A module rebuilt incrementally has no whole-module code yet (only its
-changed fragments were compiled): it is compiled here, once, and cached.
+changed fragments were compiled): it is compiled here, once, and cached (or, for
+`thinlink dev`, left to the importer).
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ def whole_code(cache: Cache, path: str, digest: str) -> bytes | None:
     return cache.get(key)
 
 
-def ensure_image(cache: Cache, manifest: Manifest) -> Path:
-    """The image file of `manifest`, written if it does not exist yet."""
+def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = True) -> Path:
+    """The image file of `manifest`, written if it does not exist yet.
+
+    With `compile_missing=False`, a module that has no whole-module code in the cache
+    (one rebuilt a segment at a time) gets an empty entry, which the importer compiles
+    from its source: for `thinlink dev`, which writes an image after every patch and
+    must not spend a large module's compile time on each.
+    """
     images = cache.directory / "images"
     path = images / f"{manifest.build_id}.img"
     if path.exists():
@@ -49,7 +56,10 @@ def ensure_image(cache: Cache, manifest: Manifest) -> Path:
     for module in manifest.modules:
         if module.digest is None or module.error is not None:
             continue  # a failed module is left to the import system, which reports it
-        code = whole_code(cache, module.path, module.digest)
+        if compile_missing:
+            code = whole_code(cache, module.path, module.digest)
+        else:
+            code = cache.get(cache.module_key("code", module.path, module.digest)) or b""
         if code is not None:
             entries[module.path] = ImageEntry(module.digest, code)
     write_image(str(path), Image(manifest.build_id, manifest.root, entries))

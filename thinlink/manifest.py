@@ -5,47 +5,90 @@ key of its record); the records themselves are content-addressed in the cache. E
 manifest is a file named by its build id under `<cache>/builds/`, written atomically
 and never changed. Named refs (`last`, `last-good`) point at build ids per project
 root and interpreter.
+
+A no-op build reads the last manifest and nothing else of the cache, so this module
+stays off the cache (diskcache, SQLite) and works on plain path strings.
 """
 
 from __future__ import annotations
 
 import marshal
 import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+import sys
 
 import xxhash
 
-from .cache import INTERPRETER_TAG
+try:  # importlib.util.MAGIC_NUMBER, from the import system's own module (loaded already)
+    from _frozen_importlib_external import MAGIC_NUMBER
+except ImportError:  # pragma: no cover - an interpreter without a frozen import system
+    from importlib.util import MAGIC_NUMBER
+
+from ._frozen import Frozen
 from .errors import BuildNotFound
 
-__all__ = ["ModuleEntry", "Manifest", "BuildStore", "make_build_id"]
+__all__ = ["ModuleEntry", "Manifest", "BuildStore", "make_build_id", "INTERPRETER_TAG"]
 
-_MAGIC = b"TLMANIF1"
+# The interpreter a build is for: cache tag and bytecode magic, as in cache.py's keys.
+INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}"
+
+_MAGIC = b"TLMANIF2"
+_MAGIC_V1 = b"TLMANIF1"  # before entries carried a fingerprint: still readable
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleEntry:
-    """One module in a build. `error` is set (and `record` None) when it failed."""
+class ModuleEntry(Frozen):
+    """One module in a build. `error` is set (and `record` None) when it failed.
 
+    `digest` is the file's source digest (what the runtime checks a file against);
+    `fingerprint` is a much faster hash of the same bytes (xxh3-128), which the next
+    build compares to tell an unchanged file without computing its digest again.
+    """
+
+    __slots__ = ("name", "path", "digest", "record", "units", "error", "fingerprint")
     name: str
     path: str
     digest: str | None
     record: str | None
-    units: int = 0
-    error: str | None = None
+    units: int
+    error: str | None
+    fingerprint: str | None
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        digest: str | None,
+        record: str | None,
+        units: int = 0,
+        error: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__(name, path, digest, record, units, error, fingerprint)
 
 
-@dataclass(frozen=True)
-class Manifest:
+def fingerprint(data: bytes) -> str:
+    """The fingerprint of a source file's bytes (see `ModuleEntry`)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+class Manifest(Frozen):
     """A build: its id and its modules. The id is derived from the content."""
 
+    __slots__ = ("build_id", "root", "modules", "created", "tag")
     build_id: str
     root: str
     modules: tuple[ModuleEntry, ...]
-    created: float = 0.0
-    tag: str = INTERPRETER_TAG
+    created: float
+    tag: str
+
+    def __init__(
+        self,
+        build_id: str,
+        root: str,
+        modules: tuple[ModuleEntry, ...],
+        created: float = 0.0,
+        tag: str = INTERPRETER_TAG,
+    ) -> None:
+        super().__init__(build_id, root, modules, created, tag)
 
     @property
     def failed(self) -> tuple[ModuleEntry, ...]:
@@ -74,19 +117,20 @@ class BuildStore:
     """Manifests and refs under a cache directory."""
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
-        self.builds = Path(cache_dir) / "builds"
-        self.refs = Path(cache_dir) / "refs"
+        self.builds = os.path.join(os.fspath(cache_dir), "builds")
+        self.refs = os.path.join(os.fspath(cache_dir), "refs")
 
     def save(self, manifest: Manifest) -> None:
-        path = self.builds / f"{manifest.build_id}.manifest"
-        if path.exists():
+        path = self._manifest_path(manifest.build_id)
+        if os.path.exists(path):
             try:
-                self.load(manifest.build_id)
-                return
+                if self._read(manifest.build_id)[0] == _MAGIC:
+                    return
             except BuildNotFound:  # unreadable (corrupt, or vanished just now): rewrite it
                 pass
         modules = tuple(
-            (m.name, m.path, m.digest, m.record, m.units, m.error) for m in manifest.modules
+            (m.name, m.path, m.digest, m.record, m.units, m.error, m.fingerprint)
+            for m in manifest.modules
         )
         payload = marshal.dumps(
             (manifest.build_id, manifest.root, manifest.tag, manifest.created, modules)
@@ -94,43 +138,71 @@ class BuildStore:
         _write_atomic(path, _MAGIC + payload)
 
     def load(self, build_id: str) -> Manifest:
-        path = self.builds / f"{build_id}.manifest"
+        return self._read(build_id)[1]
+
+    def _read(self, build_id: str) -> tuple[bytes, Manifest]:
+        """The manifest of `build_id` and the format it was written in (its magic)."""
+        path = self._manifest_path(build_id)
         try:
-            data = path.read_bytes()
-            if not data.startswith(_MAGIC):
+            with open(path, "rb") as f:
+                data = f.read()
+            magic = data[: len(_MAGIC)]
+            if magic not in (_MAGIC, _MAGIC_V1):
                 raise ValueError("bad magic")
             build, root, tag, created, modules = marshal.loads(data[len(_MAGIC) :])
+            entries = tuple(ModuleEntry(*m) for m in modules)
         except FileNotFoundError:
             raise BuildNotFound(f"no build {build_id!r} in {self.builds}") from None
-        except (ValueError, EOFError, TypeError) as exc:
+        except (OSError, ValueError, EOFError, TypeError) as exc:
             raise BuildNotFound(f"build {build_id!r} is unreadable ({exc})") from None
-        return Manifest(build, root, tuple(ModuleEntry(*m) for m in modules), created, tag)
+        return magic, Manifest(build, root, entries, created, tag)
 
     def ref(self, root: str, name: str) -> str | None:
         """The build id a named ref points at for this project root, or None."""
         try:
-            return self._ref_path(root, name).read_text().strip() or None
-        except OSError:
+            with open(self._ref_path(root, name), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except (OSError, ValueError):  # ValueError: not text, a garbled ref
             return None
 
     def set_ref(self, root: str, name: str, build_id: str) -> None:
-        _write_atomic(self._ref_path(root, name), build_id.encode())
+        if self.ref(root, name) != build_id:  # a no-op build leaves its refs alone
+            _write_atomic(self._ref_path(root, name), build_id.encode())
+
+    def checked(self, root: str) -> str | None:
+        """What `set_checked` last recorded for this project root, or None."""
+        return self.ref(root, "checked")
+
+    def set_checked(self, root: str, build_id: str, cache_state: str) -> None:
+        """Record that every record of `build_id` was intact in the cache when the
+        cache's database was in `cache_state` (see `thinlink.build`)."""
+        self.set_ref(root, "checked", f"{build_id} {cache_state}")
 
     def resolve(self, root: str, spec: str) -> Manifest:
         """Load a build by id, or by ref name (`last`, `last-good`)."""
         build_id = self.ref(root, spec) or spec
         return self.load(build_id)
 
-    def _ref_path(self, root: str, name: str) -> Path:
+    def _manifest_path(self, build_id: str) -> str:
+        return os.path.join(self.builds, f"{build_id}.manifest")
+
+    def _ref_path(self, root: str, name: str) -> str:
         where = xxhash.xxh3_64_hexdigest(root.encode("utf-8", "surrogatepass"))
-        return self.refs / f"{where}-{INTERPRETER_TAG}.{name}"
+        return os.path.join(self.refs, f"{where}-{INTERPRETER_TAG}.{name}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to a new file next to `path`, then move it into place.
+
+    A reader sees the old file or the new one, never a part. (Not `tempfile`: its
+    imports cost a no-op build more than the write.)
+    """
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -18,11 +18,11 @@ from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, Statement
 
 from .analysis import analyze_segment
 from .cache import Cache
-from .compiler import compile_fragment, relocate, split_lines
+from .compiler import compile_fragment, relocate
 from .diff import CodeChange, ModulePlan, plan_module
 from .errors import ThinlinkError
 from .manifest import Manifest, ModuleEntry
-from .rebuild import decode, unit_code
+from .rebuild import unit_code
 from .units import ModuleRecord, Segment
 
 __all__ = ["PatchResult", "make_patch"]
@@ -96,13 +96,11 @@ def make_patch(
 def _module_patch(
     cache: Cache, previous: ModuleEntry | None, entry: ModuleEntry, is_main: bool
 ) -> tuple[ModulePlan, ModulePatch | None]:
-    new_record, new_text = _load(cache, entry)
-    new_lines = split_lines(new_text)
+    new_record, new_lines = _load(cache, entry)
     if previous is None or previous.record is None:
         old_record, old_lines = ModuleRecord(entry.path, "", new_record.flags, ()), []
     else:
-        old_record, old_text = _load(cache, previous)
-        old_lines = split_lines(old_text)
+        old_record, old_lines = _load(cache, previous)
     # Segments with the same text in both versions hold the same statements: only the
     # others are analysed and compared; unchanged ones that moved are relocated.
     unchanged, changed, removed = _segment_changes(old_record, new_record)
@@ -121,10 +119,11 @@ def _module_patch(
     # Unchanged segments that moved: their functions' live code is shifted in place
     # (nested functions move with the code of the function around them).
     moved = tuple(
-        (unit.qualname, old.lineno, after.start - before.start)
+        (unit.qualname, unit.lineno + before.code.delta, after.start - before.start)
         for before, after in unchanged
         if before.start != after.start
-        for old, unit in zip(before.units, after.units, strict=True)
+        # The same text, so the same units: read off unshifted, at the old lines.
+        for unit in before.compiled_units
         if unit.kind == "function" and "<locals>" not in unit.qualname
     )
     if plan.needs_restart or (plan.empty and not moved):
@@ -162,16 +161,30 @@ def _segment_changes(
     old: ModuleRecord, new: ModuleRecord
 ) -> tuple[list[tuple[Segment, Segment]], list[Segment], list[Segment]]:
     """(unchanged pairs of old and new segments, changed new ones, removed old ones)."""
+    # An edit leaves a run of segments at each end as they were: pair those in order,
+    # and match by text only in between (an edit of a large module touches one or two).
+    olds, news = old.segments, new.segments
+    head = 0
+    limit = min(len(olds), len(news))
+    while head < limit and olds[head].digest == news[head].digest:
+        head += 1
+    tail = 0
+    limit -= head
+    while tail < limit and olds[-1 - tail].digest == news[-1 - tail].digest:
+        tail += 1
+    unchanged = list(zip(olds[:head], news[:head], strict=True))
     waiting: dict[str, list[Segment]] = defaultdict(list)
-    for segment in old.segments:
+    for segment in olds[head : len(olds) - tail]:
         waiting[segment.digest].append(segment)
-    unchanged, changed = [], []
-    for segment in new.segments:
+    changed = []
+    for segment in news[head : len(news) - tail]:
         queue = waiting.get(segment.digest)
         if queue:
             unchanged.append((queue.pop(0), segment))
         else:
             changed.append(segment)
+    if tail:
+        unchanged += zip(olds[len(olds) - tail :], news[len(news) - tail :], strict=True)
     removed = sorted((s for q in waiting.values() for s in q), key=lambda s: s.start)
     return unchanged, changed, removed
 
@@ -192,9 +205,9 @@ def _function_patch(
     return FunctionPatch(change.unit.qualname, change.old_lineno, code, attrs)
 
 
-def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, str]:
+def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, list[str]]:
     record = cache.get_record(entry.record or "")
-    source = cache.get(cache.source_key(entry.digest or ""))
-    if record is None or source is None:
+    text = cache.source_text(entry.digest or "", entry.path)
+    if record is None or text is None:
         raise PatchError(f"{entry.path}: build records are missing from the cache; rebuild")
-    return record, decode(source, entry.path)
+    return record, text.lines

@@ -11,7 +11,6 @@ result is always what compiling the whole file gives.
 
 from __future__ import annotations
 
-import importlib.util
 import marshal
 from dataclasses import dataclass
 from types import CodeType
@@ -25,12 +24,12 @@ from .compiler import (
     compile_module,
     definition_lines,
     relocate,
-    split_lines,
     split_segments,
     text_digest,
 )
 from .errors import SourceError
-from .units import CodeRef, ModuleRecord, Segment, Unit
+from .text import LineSpan, decode, split_lines
+from .units import CodeRef, ModuleRecord, Segment, Unit, count_units
 
 __all__ = [
     "Compiled",
@@ -55,20 +54,7 @@ class Compiled:
 
     @property
     def units(self) -> int:
-        return count_units(self.record.segments)
-
-
-def count_units(segments: tuple[Segment, ...] | list[Segment]) -> int:
-    """Units in segments: each segment (its top-level statements) and each definition."""
-    return sum(1 + len(s.units) for s in segments)
-
-
-def decode(data: bytes, path: str) -> str:
-    """Source text as the import system decodes it (PEP 263 coding line, BOM)."""
-    try:
-        return importlib.util.decode_source(data)
-    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
-        raise SourceError(path, 1, 1, f"cannot decode source: {exc}") from None
+        return self.record.unit_count
 
 
 def compile_cold(cache: Cache, path: str, data: bytes, digest: str | None = None) -> Compiled:
@@ -91,22 +77,35 @@ def compile_whole(
     return ModuleRecord(path, digest, flags, tuple(segments), whole=code_key), code
 
 
-def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: bytes) -> Compiled:
-    """Recompile only what changed between `old_data` and `data` (same file)."""
-    digest = source_digest(data)
-    old_lines = split_lines(decode(old_data, path))
-    new_lines = split_lines(decode(data, path))
-    span = _changed_segments(old, old_lines, new_lines)
+def rebuild(
+    cache: Cache,
+    old: ModuleRecord,
+    old_data: bytes,
+    path: str,
+    data: bytes,
+    digest: str | None = None,
+) -> Compiled:
+    """Recompile only what changed between `old_data` and `data` (same file).
+
+    `digest` is `data`'s source digest, if the caller has it already.
+    """
+    digest = digest or source_digest(data)
+    old_text = cache.source_text(old.digest, path, old_data)
+    assert old_text is not None  # decoded from old_data at worst
+    new_text, edit = old_text.edit(data, path)
+    cache.remember_text(digest, new_text)
+    new_lines = new_text.lines
+    span = _changed_segments(old, old_text.lines, new_lines, edit)
     if span is None:
         return compile_cold(cache, path, data, digest)
     first, last = span
-    delta = len(new_lines) - len(old_lines)
+    delta = edit.delta
     end = old.segments[last].end + delta
-    moved = [s.moved(delta) for s in old.segments[last + 1 :]]
+    after = old.segments[last + 1 :]
+    moved = tuple(s.moved(delta) for s in after) if delta else after
     while True:
         start = old.segments[first].start
-        kept = old.segments[:first]
-        outside = {name for s in (*kept, *moved) for name in s.imports}
+        outside = {n for i, names in old.importing if i < first or i > last for n in names}
         try:
             code = compile_fragment(new_lines, start, end, path, old.flags, outside)
         except SourceError:
@@ -125,14 +124,11 @@ def rebuild(cache: Cache, old: ModuleRecord, old_data: bytes, path: str, data: b
         # call methods on those names, wherever they are.
         return compile_cold(cache, path, data, digest)
     cache.put_code(key, code)
-    record = ModuleRecord(path, digest, old.flags, (*kept, *fresh, *moved))
+    record = old.replaced(first, last, fresh, moved, digest)
     store(cache, record, data)
-    return Compiled(
-        record,
-        compiled=count_units(fresh),
-        relocated=count_units(moved) if delta else 0,
-        reused=count_units(kept) + (0 if delta else count_units(moved)),
-    )
+    compiled = count_units(fresh)
+    relocated = count_units(moved) if delta else 0
+    return Compiled(record, compiled, relocated, reused=record.unit_count - compiled - relocated)
 
 
 CodeIndex = dict[tuple[str, int], CodeType]
@@ -169,37 +165,22 @@ def _index_codes(root: CodeType, out: CodeIndex) -> CodeIndex:
 
 
 def _changed_segments(
-    old: ModuleRecord, old_lines: list[str], new_lines: list[str]
+    old: ModuleRecord, old_lines: list[str], new_lines: list[str], edit: LineSpan
 ) -> tuple[int, int] | None:
     """Indexes of the first and last old segment an edit touches, or None for 'all'."""
     if not old.segments:
         return None
-    prefix = _common_prefix(old_lines, new_lines)
-    suffix = _common_prefix(old_lines[prefix:][::-1], new_lines[prefix:][::-1])
-    lo, hi = prefix + 1, len(old_lines) - suffix  # changed old lines; empty when lo > hi
-    changed_text = (
-        old_lines[prefix : len(old_lines) - suffix] + new_lines[prefix : len(new_lines) - suffix]
-    )
+    lo, hi = edit.old_start, edit.old_end  # changed old lines; empty when lo > hi
+    changed_text = old_lines[lo - 1 : hi] + new_lines[lo - 1 : edit.new_end]
     if any("__future__" in line for line in changed_text):
         return None
-    if lo > hi:  # pure insertion after line `prefix`: it extends that line's segment
-        lo = hi = max(prefix, 1)
-    touched = [i for i, s in enumerate(old.segments) if s.start <= hi and s.end >= lo]
-    if not touched:
+    if lo > hi:  # pure insertion after line `hi`: it extends that line's segment
+        lo = hi = max(hi, 1)
+    first = old.segment_index(lo)
+    last = old.segment_index(hi)
+    if first is None or last is None:
         return None
-    return touched[0], touched[-1]
-
-
-def _common_prefix(a: list[str], b: list[str]) -> int:
-    """Length of the common prefix of two lists (a binary search of C-speed compares)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return first, last
 
 
 def store(cache: Cache, record: ModuleRecord, data: bytes, code: bytes | None = None) -> None:

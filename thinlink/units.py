@@ -6,21 +6,33 @@ compiler works in: an edit recompiles just the segments it touches. Inside segme
 live the *units* a developer names: every function, class and method, addressed by
 its qualified name (`Class.method`, `outer.<locals>.inner`).
 
-These are frozen records; the compiler creates them and nothing changes them after.
+These are immutable records; the compiler creates them and nothing changes them after.
+Units, code references and segments are named tuples: an edit of a large module
+creates thousands of moved ones, and a tuple is the cheapest object Python makes.
 """
 
 from __future__ import annotations
 
 import bisect
 import marshal
-from dataclasses import dataclass
+from collections import namedtuple
+from collections.abc import Iterable
 
-__all__ = ["Unit", "CodeRef", "Segment", "ModuleRecord", "dump_record", "load_record"]
+__all__ = [
+    "Unit",
+    "CodeRef",
+    "Segment",
+    "ModuleRecord",
+    "count_units",
+    "dump_record",
+    "load_record",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """A function or class inside a module.
+class Unit(namedtuple("Unit", "qualname kind lineno digest")):
+    """A function or class inside a module: its `qualname`, `kind` ("function" or
+    "class"), `lineno` (its first line, decorators included, as `co_firstlineno`) and
+    `digest`.
 
     `digest` hashes the compiled behaviour and not the position: moving a unit keeps
     its digest, changing what it does (including through the scopes it closes over or
@@ -29,17 +41,13 @@ class Unit:
     which are units of their own.
     """
 
-    qualname: str
-    kind: str  # "function" or "class"
-    lineno: int  # first line, decorators included, as co_firstlineno
-    digest: str
+    __slots__ = ()
 
     def moved(self, delta: int) -> Unit:
         return Unit(self.qualname, self.kind, self.lineno + delta, self.digest)
 
 
-@dataclass(frozen=True, slots=True)
-class CodeRef:
+class CodeRef(namedtuple("CodeRef", "key delta", defaults=(0,))):
     """Where a segment's compiled code lives in the cache.
 
     `key` names a cached code object (the whole module, or a fragment compiled on its
@@ -47,77 +55,170 @@ class CodeRef:
     code is derived rather than stored again.
     """
 
-    key: str
-    delta: int = 0
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A run of top-level statements compiled together (1-based, inclusive lines)."""
+class Segment(
+    namedtuple("Segment", "start end digest code compiled_units imports", defaults=((), ()))
+):
+    """A run of top-level statements compiled together (1-based, inclusive lines).
 
-    start: int
-    end: int
-    digest: str  # of the segment's text and the module's compiler flags
-    code: CodeRef
-    units: tuple[Unit, ...] = ()
-    imports: tuple[str, ...] = ()  # names its module-level imports bind
+    `digest` hashes the segment's text and the module's compiler flags; `code` says where
+    its compiled code is. `compiled_units` are its units at the lines the code was
+    compiled at, `code.delta` lines above where they are now: kept unshifted, so that
+    moving a segment makes one tuple. `imports` are the names its module-level imports
+    bind.
+    """
+
+    __slots__ = ()
+
+    @property
+    def units(self) -> tuple[Unit, ...]:
+        """The functions and classes in the segment, at their current lines."""
+        delta = self.code.delta
+        if not delta:
+            return self.compiled_units
+        return tuple([_new(Unit, (q, k, line + delta, d)) for q, k, line, d in self.compiled_units])
 
     def moved(self, delta: int) -> Segment:
-        return Segment(
-            self.start + delta,
-            self.end + delta,
-            self.digest,
-            CodeRef(self.code.key, self.code.delta + delta),
-            tuple(u.moved(delta) for u in self.units),
-            self.imports,
+        start, end, digest, (key, shifted), units, imports = self
+        # tuple.__new__ directly: a named tuple's own __new__ is a Python call, and a
+        # shift edit of a large module moves every segment below it.
+        return _new(
+            Segment,
+            (
+                start + delta,
+                end + delta,
+                digest,
+                _new(CodeRef, (key, shifted + delta)),
+                units,
+                imports,
+            ),
         )
 
 
-@dataclass(frozen=True)
+_new = tuple.__new__
+
+
 class ModuleRecord:
     """One version of one module file: its segments and units.
 
     Content-addressed: the cache keeps it under the file's path and source digest,
-    so a build refers to it instead of copying it.
+    so a build refers to it instead of copying it. Immutable; what is derived from the
+    segments (their starts, imports, unit count) is computed once, on first use, so an
+    edit of a module with thousands of segments does not walk all of them again.
     """
 
-    path: str
-    digest: str  # hotpatch._image.source_digest of the file's bytes
-    flags: int  # the __future__ compiler flags of the module
-    segments: tuple[Segment, ...]
-    whole: str | None = None  # cache key of the whole module's code, when compiled
+    __slots__ = ("path", "digest", "flags", "segments", "whole", "_starts", "_importing", "_count")
+
+    def __init__(
+        self,
+        path: str,
+        digest: str,  # hotpatch._image.source_digest of the file's bytes
+        flags: int,  # the __future__ compiler flags of the module
+        segments: tuple[Segment, ...],
+        whole: str | None = None,  # cache key of the whole module's code, when compiled
+    ) -> None:
+        self.path = path
+        self.digest = digest
+        self.flags = flags
+        self.segments = segments
+        self.whole = whole
+        self._starts: list[int] | None = None
+        self._importing: list[tuple[int, tuple[str, ...]]] | None = None
+        self._count: int | None = None
+
+    def _key(self) -> tuple:
+        return (self.path, self.digest, self.flags, self.segments, self.whole)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModuleRecord) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ModuleRecord({self.path!r}, {self.digest!r}, {len(self.segments)} segments)"
+
+    @property
+    def starts(self) -> list[int]:
+        """First line of each segment, for bisecting."""
+        if self._starts is None:
+            self._starts = [seg.start for seg in self.segments]
+        return self._starts
+
+    @property
+    def importing(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(segment index, names) of each segment with module-level imports."""
+        if self._importing is None:
+            self._importing = [(i, s.imports) for i, s in enumerate(self.segments) if s.imports]
+        return self._importing
+
+    @property
+    def unit_count(self) -> int:
+        """Units in the module: each segment and each definition (see `count_units`)."""
+        if self._count is None:
+            self._count = count_units(self.segments)
+        return self._count
+
+    def replaced(
+        self,
+        first: int,
+        last: int,
+        fresh: tuple[Segment, ...] | list[Segment],
+        moved: tuple[Segment, ...],
+        digest: str,
+    ) -> ModuleRecord:
+        """The next version: segments `first..last` replaced by `fresh`, those after them
+        by `moved`; its unit count is derived from this one's, not counted again."""
+        record = ModuleRecord(
+            self.path, digest, self.flags, (*self.segments[:first], *fresh, *moved)
+        )
+        gone = count_units(self.segments[first : last + 1])
+        record._count = self.unit_count - gone + count_units(fresh)
+        if self._starts is not None:
+            delta = moved[0].start - self.segments[last + 1].start if moved else 0
+            after = self._starts[last + 1 :]
+            record._starts = [
+                *self._starts[:first],
+                *(s.start for s in fresh),
+                *(after if not delta else [start + delta for start in after]),
+            ]
+        return record
 
     def imports(self) -> set[str]:
         """Every name bound by a module-level import."""
-        return {name for seg in self.segments for name in seg.imports}
+        return {name for _, names in self.importing for name in names}
 
     def units(self) -> list[Unit]:
         return [u for seg in self.segments for u in seg.units]
 
-    def segment_at(self, line: int) -> Segment | None:
-        starts = [seg.start for seg in self.segments]
-        index = bisect.bisect_right(starts, line) - 1
+    def segment_index(self, line: int) -> int | None:
+        """Index of the segment holding `line`, or None."""
+        index = bisect.bisect_right(self.starts, line) - 1
         if index >= 0 and line <= self.segments[index].end:
-            return self.segments[index]
+            return index
         return None
 
+    def segment_at(self, line: int) -> Segment | None:
+        index = self.segment_index(line)
+        return None if index is None else self.segments[index]
 
-_RECORD_FORMAT = 2
+
+def count_units(segments: Iterable[Segment]) -> int:
+    """Units in segments: each segment (its top-level statements) and each definition."""
+    return sum(1 + len(s.compiled_units) for s in segments)
+
+
+_RECORD_FORMAT = 3  # 3: units stored at their compiled lines
 
 
 def dump_record(record: ModuleRecord) -> bytes:
     """Serialise a record (plain tuples through marshal: fast, and no pickle)."""
+    # marshal takes plain tuples only, not named ones.
     segments = tuple(
-        (
-            s.start,
-            s.end,
-            s.digest,
-            s.code.key,
-            s.code.delta,
-            tuple((u.qualname, u.kind, u.lineno, u.digest) for u in s.units),
-            s.imports,
-        )
-        for s in record.segments
+        (start, end, digest, key, delta, tuple(map(tuple, units)), imports)
+        for start, end, digest, (key, delta), units, imports in record.segments
     )
     return marshal.dumps(
         (_RECORD_FORMAT, record.path, record.digest, record.flags, record.whole, segments)
@@ -137,7 +238,17 @@ def load_record(data: bytes) -> ModuleRecord | None:
         digest,
         flags,
         tuple(
-            Segment(start, end, sd, CodeRef(key, delta), tuple(Unit(*u) for u in units), imports)
+            _new(
+                Segment,
+                (
+                    start,
+                    end,
+                    sd,
+                    _new(CodeRef, (key, delta)),
+                    tuple([_new(Unit, u) for u in units]),
+                    imports,
+                ),
+            )
             for start, end, sd, key, delta, units, imports in segments
         ),
         whole,

@@ -125,7 +125,13 @@ class DevApp:
         self.root = root
         cache = cache_dir or root.parent / f"{root.name}-cache"
         self.command = command or [
-            sys.executable, "-m", "thinlink", "dev", "--cache-dir", str(cache), *args
+            sys.executable,
+            "-m",
+            "thinlink",
+            "dev",
+            "--cache-dir",
+            str(cache),
+            *args,
         ]
         self.proc = subprocess.Popen(
             self.command,
@@ -160,9 +166,7 @@ class DevApp:
         return match
 
     def transcript(self) -> str:
-        return (
-            f"--- stdout ---\n{_tail(self.out.text())}\n--- stderr ---\n{_tail(self.err.text())}"
-        )
+        return f"--- stdout ---\n{_tail(self.out.text())}\n--- stderr ---\n{_tail(self.err.text())}"
 
     def patches(self) -> list[str]:
         """The tool's one-line patch reports so far."""

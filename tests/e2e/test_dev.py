@@ -125,8 +125,20 @@ def test_banner_and_one_line_per_patch(dev, project: Path) -> None:
 
 def test_banner_shows_watch_backend_and_filters(dev, project: Path) -> None:
     (project / "lib").mkdir()
-    app = dev("--poll", "-w", "lib", "-w", ".", "--include", "*.py", "--include", "*.pyi",
-              "--exclude", "legacy/*", "app.py")
+    app = dev(
+        "--poll",
+        "-w",
+        "lib",
+        "-w",
+        ".",
+        "--include",
+        "*.py",
+        "--include",
+        "*.pyi",
+        "--exclude",
+        "legacy/*",
+        "app.py",
+    )
     app.wait_err(
         rf"^thinlink dev: watching {re.escape(str(project / 'lib'))}, {re.escape(str(project))} "
         r"\(polling; include \*\.py \*\.pyi; exclude legacy/\*\); build \w+ of 2 modules$"
@@ -211,8 +223,13 @@ def test_a_file_caught_half_written_never_breaks_the_app(dev, project: Path, how
 def test_a_burst_of_saves_is_one_patch(dev, project: Path) -> None:
     names = [f"m{i}" for i in range(10)]
     write(project, {f"{n}.py": f"def f():\n    return {i}\n" for i, n in enumerate(names)})
-    write(project, {"mod.py": f"import {', '.join(names)}\n\n\ndef f():\n"
-                    f"    return 'total ' + str(sum(m.f() for m in [{', '.join(names)}]))\n"})
+    write(
+        project,
+        {
+            "mod.py": f"import {', '.join(names)}\n\n\ndef f():\n"
+            f"    return 'total ' + str(sum(m.f() for m in [{', '.join(names)}]))\n"
+        },
+    )
     app = dev("app.py")
     app.wait_out(r"^\d+ total 45$")
     texts = {project / f"{n}.py": f"def f():\n    return {i + 100}\n" for i, n in enumerate(names)}
@@ -231,14 +248,17 @@ def test_a_burst_of_saves_is_one_patch(dev, project: Path) -> None:
 
 def test_ignored_paths_do_not_trigger(dev, project: Path) -> None:
     venv = project / "tools-env"  # a virtual environment by its marker, whatever its name
-    write(project, {
-        "tools-env/pyvenv.cfg": "home = /usr/bin\n",
-        "tools-env/lib/python3/site-packages/pkg/mod.py": "x = 1\n",
-        "tools-env/bin/tool.py": "x = 1\n",
-        ".git/hooks/hook.py": "x = 1\n",
-        "__pycache__/mod.py": "x = 1\n",
-        "build/lib/mod.py": "x = 1\n",
-    })
+    write(
+        project,
+        {
+            "tools-env/pyvenv.cfg": "home = /usr/bin\n",
+            "tools-env/lib/python3/site-packages/pkg/mod.py": "x = 1\n",
+            "tools-env/bin/tool.py": "x = 1\n",
+            ".git/hooks/hook.py": "x = 1\n",
+            "__pycache__/mod.py": "x = 1\n",
+            "build/lib/mod.py": "x = 1\n",
+        },
+    )
     app = dev("-v", "app.py")
     started(app)
     ignored = [
@@ -264,10 +284,27 @@ def test_ignored_paths_do_not_trigger(dev, project: Path) -> None:
 
 
 def test_watch_include_and_exclude_choose_what_triggers(dev, project: Path) -> None:
-    write(project, {"lib/a.py": "X = 1\n", "lib/skip_b.py": "X = 1\n", "other/c.py": "X = 1\n",
-                    "lib/data.cfg": "1\n"})
-    app = dev("-v", "-w", "lib", "--include", "*.py", "--include", "*.cfg",
-              "--exclude", "skip_*", "app.py")
+    write(
+        project,
+        {
+            "lib/a.py": "X = 1\n",
+            "lib/skip_b.py": "X = 1\n",
+            "other/c.py": "X = 1\n",
+            "lib/data.cfg": "1\n",
+        },
+    )
+    app = dev(
+        "-v",
+        "-w",
+        "lib",
+        "--include",
+        "*.py",
+        "--include",
+        "*.cfg",
+        "--exclude",
+        "skip_*",
+        "app.py",
+    )
     started(app)
     (project / "other/c.py").write_text("X = 2\n")  # not watched
     (project / "lib/skip_b.py").write_text("X = 2\n")  # excluded
@@ -288,9 +325,20 @@ def test_no_color_is_respected_on_a_terminal(project: Path) -> None:
         master, slave = pty.openpty()
         env = {k: v for k, v in ENV.items() if k != "NO_COLOR"} | extra_env
         proc = subprocess.Popen(
-            [sys.executable, "-m", "thinlink", "dev", "--cache-dir", str(project.parent / "c"),
-             "app.py"],
-            cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+            [
+                sys.executable,
+                "-m",
+                "thinlink",
+                "dev",
+                "--cache-dir",
+                str(project.parent / "c"),
+                "app.py",
+            ],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
         )
         os.close(slave)
         output = bytearray()
@@ -359,7 +407,7 @@ def test_a_changed_module_level_call_restarts_with_its_reason(dev, project: Path
     started(app)
     edit(project / "mod.py", 'CALLS.append("a")', 'CALLS.append("b")')
     reason = app.wait_err(r"restarting: (.+)$").group(1)
-    assert f"{project / 'mod.py'}:2: new module-level statement: CALLS.append(\"b\")" in reason
+    assert f'{project / "mod.py"}:2: new module-level statement: CALLS.append("b")' in reason
     app.wait_out(r"^START ")
     assert len(starts(app)) == 2
 
@@ -399,14 +447,20 @@ while _client._channel is None and time.monotonic() < deadline:
 
 
 def test_a_patch_that_fails_in_some_processes_restarts_the_app(dev, project: Path) -> None:
-    write(project, {
-        "app.py": APP.replace("import mod\n", "import mod, os, subprocess, sys, work\n"
-                              "child = subprocess.Popen([sys.executable, 'child.py'], "
-                              "env=dict(os.environ, CHILD='1'))\n"),
-        "child.py": CONNECTED + "print('CHILD READY', flush=True)\n"
-                    "while True:\n    time.sleep(0.01)\n",
-        "work.py": "import os\n\nVALUE = 1\n",
-    })
+    write(
+        project,
+        {
+            "app.py": APP.replace(
+                "import mod\n",
+                "import mod, os, subprocess, sys, work\n"
+                "child = subprocess.Popen([sys.executable, 'child.py'], "
+                "env=dict(os.environ, CHILD='1'))\n",
+            ),
+            "child.py": CONNECTED + "print('CHILD READY', flush=True)\n"
+            "while True:\n    time.sleep(0.01)\n",
+            "work.py": "import os\n\nVALUE = 1\n",
+        },
+    )
     app = dev("app.py")
     started(app)
     app.wait_out(r"^CHILD READY$", since=0)
@@ -423,12 +477,17 @@ def test_a_restart_stops_the_processes_the_app_started(dev, project: Path) -> No
     stubborn = (
         "import signal, time\\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(60)"
     )
-    write(project, {"app.py": APP.replace(
-        "import mod\n",
-        "import mod, subprocess, sys\n"
-        f"child = subprocess.Popen([sys.executable, '-c', '{stubborn}'])\n"
-        "print('CHILD', child.pid, flush=True)\n",
-    )})
+    write(
+        project,
+        {
+            "app.py": APP.replace(
+                "import mod\n",
+                "import mod, subprocess, sys\n"
+                f"child = subprocess.Popen([sys.executable, '-c', '{stubborn}'])\n"
+                "print('CHILD', child.pid, flush=True)\n",
+            )
+        },
+    )
     app = dev("app.py")
     old_child = int(app.wait_out(r"^CHILD (\d+)$").group(1))
     try:
@@ -481,10 +540,15 @@ def test_first_ctrl_c_stops_the_app_gracefully(dev, project: Path) -> None:
 
 
 def test_second_ctrl_c_forces_the_app_to_stop(dev, project: Path) -> None:
-    write(project, {"app.py": GRACEFUL_APP.replace(
-        "terminated = []\n",
-        "terminated = []\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n",
-    )})
+    write(
+        project,
+        {
+            "app.py": GRACEFUL_APP.replace(
+                "terminated = []\n",
+                "terminated = []\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+            )
+        },
+    )
     app = dev("app.py")
     app.wait_out(r"^START ")
     app.signal(signal.SIGINT)
@@ -507,8 +571,12 @@ def test_sigterm_is_forwarded_to_the_app(dev, project: Path) -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("import sys; sys.exit(5)", 5), ("raise SystemExit(0)", 0), ("1 / 0", 1),
-     ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 128 + 15)],
+    [
+        ("import sys; sys.exit(5)", 5),
+        ("raise SystemExit(0)", 0),
+        ("1 / 0", 1),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 128 + 15),
+    ],
 )
 def test_exits_with_the_app_status(dev, project: Path, code: str, status: int) -> None:
     write(project, {"app.py": code + "\n"})
@@ -524,19 +592,31 @@ def test_exits_with_the_app_status(dev, project: Path, code: str, status: int) -
 def thinlink_dev(root: Path, *args: str, env: dict[str, str] | None = None):  # noqa: ANN201
     return subprocess.run(
         [sys.executable, "-m", "thinlink", "dev", "--cache-dir", str(root.parent / "c"), *args],
-        cwd=root, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=root,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
 
 
 @pytest.mark.parametrize(
     ("args", "pyproject", "env", "message"),
     [
-        (["-w", "missing"], "", {},
-         "watched path does not exist: {root}/missing (from the command line)"),
+        (
+            ["-w", "missing"],
+            "",
+            {},
+            "watched path does not exist: {root}/missing (from the command line)",
+        ),
         ([], '[tool.thinlink]\ncolour = "red"\n', {}, "unknown [tool.thinlink] setting(s): colour"),
         ([], '[tool.thinlink]\npoll = "yes"\n', {}, "poll: expected true or false, got 'yes'"),
-        ([], '[tool.thinlink]\nwatch = ["nowhere"]\n', {},
-         "watched path does not exist: {root}/nowhere (from {root}/pyproject.toml"),
+        (
+            [],
+            '[tool.thinlink]\nwatch = ["nowhere"]\n',
+            {},
+            "watched path does not exist: {root}/nowhere (from {root}/pyproject.toml",
+        ),
         ([], "", {"THINLINK_RESTART": "maybe"}, "THINLINK_RESTART='maybe': expected 1/0"),
         ([], "[tool.thinlink\n", {}, "pyproject.toml: "),
     ],
@@ -597,8 +677,7 @@ while True:
 
 def test_line_numbers_and_filenames_are_exact_after_patches(dev, project: Path) -> None:
     mod = project / "mod.py"
-    write(project, {"app.py": TRACE_APP,
-                    "mod.py": 'def f():\n    raise ValueError("one")\n'})
+    write(project, {"app.py": TRACE_APP, "mod.py": 'def f():\n    raise ValueError("one")\n'})
     app = dev("app.py")
 
     def traceback_says(line: int, message: str) -> list:
@@ -608,15 +687,27 @@ def test_line_numbers_and_filenames_are_exact_after_patches(dev, project: Path) 
         return json.loads(app.wait_out(rf'^TB (\[".+", {line}, .+, "{message}"\])$').group(1))
 
     assert traceback_says(2, "one") == [
-        str(mod), 2, 'raise ValueError("one")', "f", str(mod), 1, "one"
+        str(mod),
+        2,
+        'raise ValueError("one")',
+        "f",
+        str(mod),
+        1,
+        "one",
     ]
     # Lines added above f (it moves down 5 lines) and in its body, before the raise.
     mod.write_text(
-        '# Docs.\n\nLIMIT = 3\n\n\ndef f():\n    x = LIMIT\n    y = x * 2\n'
+        "# Docs.\n\nLIMIT = 3\n\n\ndef f():\n    x = LIMIT\n    y = x * 2\n"
         '    raise ValueError(f"two {y}")\n'
     )
     assert traceback_says(9, "two 6") == [
-        str(mod), 9, 'raise ValueError(f"two {y}")', "f", str(mod), 6, "two 6"
+        str(mod),
+        9,
+        'raise ValueError(f"two {y}")',
+        "f",
+        str(mod),
+        6,
+        "two 6",
     ]
     # Only moved (a function inserted above it): relocated, its lines still exact.
     mod.write_text(mod.read_text().replace("def f():", "def g():\n    return 0\n\n\ndef f():"))
@@ -624,7 +715,11 @@ def test_line_numbers_and_filenames_are_exact_after_patches(dev, project: Path) 
     # Then its body edited, at the moved place.
     mod.write_text(mod.read_text().replace("x * 2", "x * 3"))
     assert traceback_says(13, "two 9")[1:6] == [
-        13, 'raise ValueError(f"two {y}")', "f", str(mod), 10
+        13,
+        'raise ValueError(f"two {y}")',
+        "f",
+        str(mod),
+        10,
     ]
     wait_until(lambda: len(app.patches()) == 3, what="three patches")
 
@@ -721,12 +816,15 @@ print(json.dumps([os.getpid(), work.compute(), _client.running()]), flush=True)
 
 
 def test_every_process_of_the_app_is_patched_without_restarting(dev, project: Path) -> None:
-    write(project, {
-        "app.py": MP_APP,
-        "work.py": 'def compute():\n    return "v1"\n',
-        "child.py": CHILD,
-        "latecomer.py": LATECOMER,
-    })
+    write(
+        project,
+        {
+            "app.py": MP_APP,
+            "work.py": 'def compute():\n    return "v1"\n',
+            "child.py": CHILD,
+            "latecomer.py": LATECOMER,
+        },
+    )
     app = dev("-v", "app.py", stdin=subprocess.PIPE)
 
     def command(text: str) -> dict:
@@ -746,8 +844,10 @@ def test_every_process_of_the_app_is_patched_without_restarting(dev, project: Pa
 
     edit(project / "work.py", '"v1"', '"v2"')
     edit(project / "app.py", '"main-1"', '"main-2"')  # spawned workers run it as __mp_main__
-    wait_until(lambda: all(any(name in line for line in app.patches()) for name in
-                           ("compute", "tag")), what="both patches")
+    wait_until(
+        lambda: all(any(name in line for line in app.patches()) for name in ("compute", "tag")),
+        what="both patches",
+    )
     after = command("report")
     for mode in ("fork", "spawn", "forkserver"):
         pool = after[mode]
@@ -768,7 +868,9 @@ def test_every_process_of_the_app_is_patched_without_restarting(dev, project: Pa
     assert len(starts(app)) == 0 and app.err.text().count("restarting") == 0
 
 
-FORKER = CONNECTED + """\
+FORKER = (
+    CONNECTED
+    + """\
 pid = os.fork()  # the child inherits the connection's socket
 if pid:
     print("FORKED", pid, flush=True)
@@ -780,17 +882,23 @@ while True:
         print("FORKED CHILD", last, flush=True)
     time.sleep(0.005)
 """
+)
 
 
 def test_a_process_that_leaves_while_its_forked_child_lives_is_not_waited_for(
     dev, project: Path
 ) -> None:
-    write(project, {
-        "app.py": APP.replace("import mod\n", "import mod, subprocess, sys\n"
-                              "subprocess.run([sys.executable, 'forker.py'])\n"),
-        "forker.py": FORKER,
-        "work.py": 'def compute():\n    return "v1"\n',
-    })
+    write(
+        project,
+        {
+            "app.py": APP.replace(
+                "import mod\n",
+                "import mod, subprocess, sys\nsubprocess.run([sys.executable, 'forker.py'])\n",
+            ),
+            "forker.py": FORKER,
+            "work.py": 'def compute():\n    return "v1"\n',
+        },
+    )
     app = dev("app.py")
     child = int(app.wait_out(r"^FORKED (\d+)$").group(1))
     try:

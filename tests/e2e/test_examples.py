@@ -163,7 +163,7 @@ def test_web_example_every_gunicorn_worker_is_patched_in_place(dev, tmp_path: Pa
     assert patch.group(1) == patch.group(2) == "4"  # the master and its three workers
 
     # A route handler itself (Flask holds it in its view table) edited.
-    edit(root / "app.py", "visits=VISITS[\"count\"],", "visits=VISITS[\"count\"], edited=True,")
+    edit(root / "app.py", 'visits=VISITS["count"],', 'visits=VISITS["count"], edited=True,')
     app.wait_err(r"patched index: 4/4 processes")
     edited = every_worker(base, "Howdy, n", workers)
     assert all(a.get("edited") is True for a in edited), edited

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import operator
 import sys
 import textwrap
 import threading
@@ -59,9 +60,12 @@ class Source:
         code = compile("\n" * (lineno - 1) + snippet, str(self.path), "exec", dont_inherit=True)
         return Statement(code, defines, lineno, snippet)
 
-    def patch(self, functions: tuple[FunctionPatch, ...] = (),
-              statements: tuple[Statement, ...] = (), removed: tuple[str, ...] = ()
-              ) -> ModulePatch:
+    def patch(
+        self,
+        functions: tuple[FunctionPatch, ...] = (),
+        statements: tuple[Statement, ...] = (),
+        removed: tuple[str, ...] = (),
+    ) -> ModulePatch:
         return ModulePatch(self.name, str(self.path), functions, statements, removed)
 
 
@@ -128,8 +132,7 @@ def test_function_body_reaches_every_reference(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_basic", BASIC)
     m = src.module
     held = m.greet  # `from m import greet`
-    report = _apply.apply(bundle(src.patch(src.swap(
-        BASIC.replace('"hello "', '"hi "'), "greet"))))
+    report = _apply.apply(bundle(src.patch(src.swap(BASIC.replace('"hello "', '"hi "'), "greet"))))
     assert report.patched == ("hp_basic:greet",)
     assert held is m.greet and held("ann") == "hi ann"
     assert m.REGISTRY[0]("bob") == "hi bob"  # the registry kept the same, patched object
@@ -175,11 +178,23 @@ def test_methods_classmethods_staticmethods_properties(tmp_path: Path) -> None:
     m = src.module
     shape = m.Shape()
     bound = shape.describe
-    new = (text.replace("old describe", "new describe").replace("old make", "new make")
-           .replace("old unit", "new unit").replace("self._size = value", "self._size = value * 2")
-           .replace("old deep", "new deep").replace("old meta", "new meta"))
-    fps = src.swap(new, "Shape.describe", "Shape.make", "Shape.unit", "Shape.size",
-                   "Shape.Inner.deep", "Meta.hello")
+    new = (
+        text.replace("old describe", "new describe")
+        .replace("old make", "new make")
+        .replace("old unit", "new unit")
+        .replace("self._size = value", "self._size = value * 2")
+        .replace("old deep", "new deep")
+        .replace("old meta", "new meta")
+    )
+    fps = src.swap(
+        new,
+        "Shape.describe",
+        "Shape.make",
+        "Shape.unit",
+        "Shape.size",
+        "Shape.Inner.deep",
+        "Meta.hello",
+    )
     _apply.apply(bundle(src.patch(fps)))
     assert bound() == "new describe" and shape.describe() == "new describe"
     assert m.Shape.make() == ("new make", m.Shape)
@@ -230,12 +245,20 @@ def test_wrapped_and_cached_functions(tmp_path: Path) -> None:
     assert m.square(3) == 9 and m.work(1) == ("logged", 2) and m.plain(1) == ("bare", 2)
     service = m.Service()
     assert service.answer() == 1
-    new = (text.replace("x + 1", "x + 100").replace("x * x", "x * x * x")
-           .replace("return 1", "return 2"))
-    report = _apply.apply(bundle(src.patch(src.swap(new, "work", "plain", "square",
-                                                    "Service.answer"))))
-    assert set(report.patched) == {"hp_wrapped:work", "hp_wrapped:plain", "hp_wrapped:square",
-                                   "hp_wrapped:Service.answer"}
+    new = (
+        text.replace("x + 1", "x + 100")
+        .replace("x * x", "x * x * x")
+        .replace("return 1", "return 2")
+    )
+    report = _apply.apply(
+        bundle(src.patch(src.swap(new, "work", "plain", "square", "Service.answer")))
+    )
+    assert set(report.patched) == {
+        "hp_wrapped:work",
+        "hp_wrapped:plain",
+        "hp_wrapped:square",
+        "hp_wrapped:Service.answer",
+    }
     assert m.work(1) == ("logged", 101)
     assert m.plain(1) == ("bare", 101)  # found through the wrapper's closure
     assert m.square(3) == 27  # the cache was cleared
@@ -265,8 +288,10 @@ def test_factory_closures_with_matching_and_different_free_variables(tmp_path: P
     assert m.make_adder(2)(1) == 1003  # new closures come from the patched factory
 
     # The inner function now closes over another variable: live closures keep their code.
-    new2 = ("def make_adder(n):\n    k = n\n    def add(x):\n        return x * k\n"
-            "    return add\n\nHANDLERS = {'five': make_adder(5)}\n")
+    new2 = (
+        "def make_adder(n):\n    k = n\n    def add(x):\n        return x * k\n"
+        "    return add\n\nHANDLERS = {'five': make_adder(5)}\n"
+    )
     fps2 = src.swap(new2, "make_adder.<locals>.add")
     report = _apply.apply(bundle(src.patch(fps2)))
     assert m.HANDLERS["five"](1) == 1006 and elsewhere[0](1) == 1002
@@ -301,12 +326,18 @@ def test_constants_and_dependent_statements_rerun_in_order(tmp_path: Path) -> No
     sys.modules["hp_other"] = other
     m = src.module
     scaled, holder = m.scaled, m.Holder
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("A = 10\n", 1, "A"),
-        src.stmt("B = A * 2\n", 2, "B"),
-        src.stmt("def scaled(x, factor=A):\n    return x * factor\n", 4, "scaled"),
-        src.stmt("class Holder:\n    limit = A\n", 7, "Holder"),
-    ))))
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(
+                    src.stmt("A = 10\n", 1, "A"),
+                    src.stmt("B = A * 2\n", 2, "B"),
+                    src.stmt("def scaled(x, factor=A):\n    return x * factor\n", 4, "scaled"),
+                    src.stmt("class Holder:\n    limit = A\n", 7, "Holder"),
+                )
+            )
+        )
+    )
     assert (m.A, m.B) == (10, 20)
     assert m.scaled is scaled and scaled(2) == 20  # same object, new default
     assert m.Holder is holder and holder.limit == 10
@@ -319,8 +350,9 @@ def test_unchanged_state_is_kept_and_new_names_are_added(tmp_path: Path) -> None
     src = Source(tmp_path, "hp_state", "REGISTRY = []\n\ndef f():\n    return 1\n")
     m = src.module
     m.REGISTRY.append("live")
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("def g():\n    return f() + 1\n", 6, "g"),))))
+    report = _apply.apply(
+        bundle(src.patch(statements=(src.stmt("def g():\n    return f() + 1\n", 6, "g"),)))
+    )
     assert m.REGISTRY == ["live"] and m.g() == 2
     assert report.added == ("hp_state:g",)
 
@@ -328,12 +360,18 @@ def test_unchanged_state_is_kept_and_new_names_are_added(tmp_path: Path) -> None
 def test_statement_forms_comprehensions_del_annotations_imports(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_forms", "N = 3\n_tmp = 1\ncount: int = 0\n")
     m = src.module
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("SQUARES = [i * i for i in range(N)]\n", 4, "SQUARES"),
-        src.stmt("del _tmp\n", 5),
-        src.stmt("total: float = 1.5\n", 6, "total"),
-        src.stmt("import os.path as osp\n", 7, "osp"),
-    ))))
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(
+                    src.stmt("SQUARES = [i * i for i in range(N)]\n", 4, "SQUARES"),
+                    src.stmt("del _tmp\n", 5),
+                    src.stmt("total: float = 1.5\n", 6, "total"),
+                    src.stmt("import os.path as osp\n", 7, "osp"),
+                )
+            )
+        )
+    )
     assert m.SQUARES == [0, 1, 4] and not hasattr(m, "_tmp") and m.total == 1.5
     assert m.__annotations__ == {"count": int, "total": float}
     assert m.osp.join("a", "b") == "a/b" and "i" not in vars(m)
@@ -349,15 +387,19 @@ def test_generator_in_flight_finishes_on_old_code(tmp_path: Path) -> None:
     assert next(running) == "old 2" and list(src.module.gen()) == ["new 1", "new 2"]
 
 
-def test_hot_function_rerun_with_the_same_decorator_is_patched_in_place(
-        tmp_path: Path) -> None:
+def test_hot_function_rerun_with_the_same_decorator_is_patched_in_place(tmp_path: Path) -> None:
     _jumptable.enable()
     text = "from hotpatch._jumptable import hot\n\n@hot\ndef speed(x=1):\n    return x\n"
     src = Source(tmp_path, "hp_hot", text)
     wrapper = src.module.speed
     assert wrapper.__wrapped__ is not wrapper
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("@hot\ndef speed(x=2):\n    return x * 10\n", 3, "speed"),))))
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(src.stmt("@hot\ndef speed(x=2):\n    return x * 10\n", 3, "speed"),)
+            )
+        )
+    )
     assert src.module.speed is wrapper and wrapper() == 20
     assert report.patched == ("hp_hot:speed",) and not report.warnings
 
@@ -430,10 +472,16 @@ def test_class_whose_bases_changed_needs_restart_and_nothing_applies(tmp_path: P
     src = Source(tmp_path, "hp_bases", text)
     m = src.module
     before = namespace_state(m)
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("A = 2\n", 1, "A"),
-        src.stmt("class C(Base):\n    pass\n", 6, "C"),
-    ))))
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(
+                    src.stmt("A = 2\n", 1, "A"),
+                    src.stmt("class C(Base):\n    pass\n", 6, "C"),
+                )
+            )
+        )
+    )
     assert report.needs_restart and "base classes changed" in report.needs_restart
     assert not report.applied
     assert namespace_state(m) == before and _apply.current_build() is None
@@ -462,14 +510,25 @@ def test_dataclass_and_enum(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_dc", text)
     m = src.module
     point_cls, red = m.Point, m.Color.RED
-    new_point = text.split("class Color")[0].split("import enum\n")[1].replace(
-        "abs(self.x) + abs(self.y)", "max(abs(self.x), abs(self.y))")
-    new_color = "class Color(enum.Enum):\n    RED = 1\n    BLUE = 2\n\n" \
-                "    def pretty(self):\n        return 'new ' + self.name\n"
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt(new_point.lstrip("\n"), 4, "Point"),
-        src.stmt(new_color, 12, "Color"),
-    ))))
+    new_point = (
+        text.split("class Color")[0]
+        .split("import enum\n")[1]
+        .replace("abs(self.x) + abs(self.y)", "max(abs(self.x), abs(self.y))")
+    )
+    new_color = (
+        "class Color(enum.Enum):\n    RED = 1\n    BLUE = 2\n\n"
+        "    def pretty(self):\n        return 'new ' + self.name\n"
+    )
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(
+                    src.stmt(new_point.lstrip("\n"), 4, "Point"),
+                    src.stmt(new_color, 12, "Color"),
+                )
+            )
+        )
+    )
     assert report.applied, report
     assert m.Point is point_cls and m.Point(3, -4).norm() == 4
     assert m.Color.RED is red and red.pretty() == "new RED"
@@ -482,8 +541,7 @@ def test_dataclass_and_enum(tmp_path: Path) -> None:
     assert "Enum members" in (report.needs_restart or "")
 
 
-def test_decorator_change_rebinds_and_warns_and_call_reaches_the_new_object(
-        tmp_path: Path) -> None:
+def test_decorator_change_rebinds_and_warns_and_call_reaches_the_new_object(tmp_path: Path) -> None:
     text = """\
         def shout(fn):
             def wrapper(*args):
@@ -493,11 +551,17 @@ def test_decorator_change_rebinds_and_warns_and_call_reaches_the_new_object(
         def hello():
             return "hello"
     """
+    _jumptable.enable()  # as under `thinlink run`/`dev`: `call` is the jump-table function
     src = Source(tmp_path, "hp_deco", text)
     m = src.module
     old = m.hello
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("@shout\ndef hello():\n    return 'hello'\n", 6, "hello"),))))
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(src.stmt("@shout\ndef hello():\n    return 'hello'\n", 6, "hello"),)
+            )
+        )
+    )
     assert m.hello is not old and m.hello() == "HELLO"
     assert old() == "hello"  # a reference held elsewhere keeps the old object ...
     assert _jumptable.call(old) == "HELLO"  # ... but the jump table knows its successor
@@ -506,9 +570,33 @@ def test_decorator_change_rebinds_and_warns_and_call_reaches_the_new_object(
 
     # Same decorator, new body: the user's function inside the wrapper is conformed.
     wrapper = m.hello
-    _apply.apply(bundle(src.patch(statements=(
-        src.stmt("@shout\ndef hello():\n    return 'howdy'\n", 6, "hello"),))))
+    _apply.apply(
+        bundle(
+            src.patch(
+                statements=(src.stmt("@shout\ndef hello():\n    return 'howdy'\n", 6, "hello"),)
+            )
+        )
+    )
     assert m.hello is wrapper and wrapper() == "HOWDY"
+
+
+def test_without_enable_call_is_operator_call_and_keeps_the_replaced_object(tmp_path: Path) -> None:
+    """The documented limit of production mode: `call` is `operator.call`, no table."""
+    src = Source(tmp_path, "hp_deco_off", "def hello():\n    return 'hello'\n")
+    m = src.module
+    old = m.hello
+    report = _apply.apply(
+        bundle(
+            src.patch(
+                statements=(src.stmt("@staticmethod\ndef hello():\n    return 'hi'\n", 1, "hello"),)
+            )
+        )
+    )
+    assert any("replaced by a new object" in w for w in report.warnings)
+    assert _jumptable._table  # the table knows the successor ...
+    assert _jumptable.call is operator.call and _jumptable.call(old) == "hello"  # ... unused
+    _jumptable.enable()
+    assert _jumptable.call is not operator.call and _jumptable.call(old) == "hi"
 
 
 def test_decorator_arguments_changed_rebinds(tmp_path: Path) -> None:
@@ -530,8 +618,11 @@ def test_decorator_arguments_changed_rebinds(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_args", text)
     m = src.module
     old = m.tick
-    report = _apply.apply(bundle(src.patch(statements=(
-        src.stmt("@times(3)\ndef tick():\n    return 1\n", 11, "tick"),))))
+    report = _apply.apply(
+        bundle(
+            src.patch(statements=(src.stmt("@times(3)\ndef tick():\n    return 1\n", 11, "tick"),))
+        )
+    )
     assert m.tick is not old and m.tick() == [1, 1, 1] and old() == [1, 1]
     assert report.warnings
 
@@ -544,14 +635,16 @@ def test_statement_that_raises_rolls_everything_back(tmp_path: Path) -> None:
     m = src.module
     before = namespace_state(m)
     greet_code = m.greet.__code__
-    bad = bundle(src.patch(
-        src.swap(BASIC.replace('"hello "', '"hi "'), "greet"),
-        statements=(
-            src.stmt("NEW = 1\n", 20, "NEW"),
-            src.stmt("def helper():\n    return 2\n", 13, "helper"),
-            src.stmt("X = 1 / 0\n", 21, "X"),
-        ),
-    ))
+    bad = bundle(
+        src.patch(
+            src.swap(BASIC.replace('"hello "', '"hi "'), "greet"),
+            statements=(
+                src.stmt("NEW = 1\n", 20, "NEW"),
+                src.stmt("def helper():\n    return 2\n", 13, "helper"),
+                src.stmt("X = 1 / 0\n", 21, "X"),
+            ),
+        )
+    )
     with pytest.raises(PatchError) as info:
         _apply.apply(bad)
     err = info.value
@@ -565,8 +658,9 @@ def test_statement_that_raises_rolls_everything_back(tmp_path: Path) -> None:
 
 
 def test_statement_changing_globals_behind_the_log_is_rolled_back(tmp_path: Path) -> None:
-    src = Source(tmp_path, "hp_sneaky", "COUNT = 0\n\ndef bump():\n    global COUNT\n"
-                                        "    COUNT += 1\n")
+    src = Source(
+        tmp_path, "hp_sneaky", "COUNT = 0\n\ndef bump():\n    global COUNT\n    COUNT += 1\n"
+    )
     before = namespace_state(src.module)
     with pytest.raises(PatchError):
         _apply.apply(bundle(src.patch(statements=(src.stmt("bump()\n1 / 0\n", 7),))))
@@ -602,8 +696,9 @@ def test_bad_bundle_bytes_apply_nothing(tmp_path: Path, mangle: str) -> None:
 def test_apply_from_a_file_path(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_file", BASIC)
     path = tmp_path / "p.hpb"
-    path.write_bytes(encode(bundle(src.patch(src.swap(BASIC.replace('"hello "', '"yo "'),
-                                                      "greet")))))
+    path.write_bytes(
+        encode(bundle(src.patch(src.swap(BASIC.replace('"hello "', '"yo "'), "greet"))))
+    )
     _apply.apply(str(path))
     assert src.module.greet("a") == "yo a"
 
@@ -622,9 +717,14 @@ def test_rollback_restores_exactly_one_patch_at_a_time(tmp_path: Path) -> None:
     m = src.module
     state0 = namespace_state(m)
     _apply.set_build("b0")
-    _apply.apply(bundle(src.patch(
-        src.swap(CONSTS.replace("x * factor", "x * factor + 1"), "scaled"),
-        statements=(src.stmt("A = 5\n", 1, "A"), src.stmt("C = 3\n", 10, "C")))))
+    _apply.apply(
+        bundle(
+            src.patch(
+                src.swap(CONSTS.replace("x * factor", "x * factor + 1"), "scaled"),
+                statements=(src.stmt("A = 5\n", 1, "A"), src.stmt("C = 3\n", 10, "C")),
+            )
+        )
+    )
     state1 = namespace_state(m)
     _apply.apply(bundle(src.patch(removed=("B",))))
     assert not hasattr(m, "B")
@@ -658,8 +758,7 @@ def test_callbacks_get_the_report(tmp_path: Path) -> None:
     src = Source(tmp_path, "hp_cb", BASIC)
     seen = []
     _jumptable.on_patch(seen.append)
-    report = _apply.apply(bundle(src.patch(src.swap(BASIC.replace('"hello "', '"hi "'),
-                                                    "greet"))))
+    report = _apply.apply(bundle(src.patch(src.swap(BASIC.replace('"hello "', '"hi "'), "greet"))))
     undo = _apply.rollback()
     assert seen == [report, undo]
     assert set(report.timings) >= {"decode", "locate", "functions", "statements", "total"}
@@ -693,8 +792,10 @@ def test_worker_thread_sees_old_or_new_never_an_error(tmp_path: Path) -> None:
     thread.start()
     try:
         for i in range(1, 51):
-            new = f"def value():\n    return {i}\n\ndef shifted(a, b=0, c={i}):\n" \
-                  f"    return a + b + c\n"
+            new = (
+                f"def value():\n    return {i}\n\ndef shifted(a, b=0, c={i}):\n"
+                f"    return a + b + c\n"
+            )
             fps = src.swap(new, "value")
             # The signature changes too: code and defaults must land together.
             stmt = src.stmt(new.split("\n\n")[1] + "\n", 4, "shifted")

@@ -127,12 +127,17 @@ def test_forged_payload_with_recomputed_digest_is_refused() -> None:
     """An attacker without the key re-signs nothing: clearing the signed flag and recomputing
     the plain digest makes an unsigned bundle, which a keyed process refuses."""
     data = encode(sample(), KEY)
-    payload = data[HEADER.size:]
-    prefix = MAGIC + struct.pack(">H4sBQ", bundle_mod.FORMAT_VERSION,
-                                 importlib.util.MAGIC_NUMBER, 0, len(payload))
+    payload = data[HEADER.size :]
+    prefix = MAGIC + struct.pack(
+        ">H4sBQ", bundle_mod.FORMAT_VERSION, importlib.util.MAGIC_NUMBER, 0, len(payload)
+    )
     digest = hashlib.sha256(prefix + payload).digest()
-    forged = HEADER.pack(MAGIC, bundle_mod.FORMAT_VERSION, importlib.util.MAGIC_NUMBER, 0,
-                         digest, len(payload)) + payload
+    forged = (
+        HEADER.pack(
+            MAGIC, bundle_mod.FORMAT_VERSION, importlib.util.MAGIC_NUMBER, 0, digest, len(payload)
+        )
+        + payload
+    )
     assert decode(forged) == sample()  # sound as an unsigned bundle ...
     with pytest.raises(BundleError, match="not signed"):
         decode(forged, KEY)  # ... but not where a key is required
@@ -168,8 +173,17 @@ def _sealed(plain: object, key: bytes | None = None) -> bytes:
     flags = 1 if key else 0
     prefix = bundle_mod._header_prefix(flags, len(payload))
     digest = bundle_mod._digest(prefix, payload, key)
-    return HEADER.pack(MAGIC, bundle_mod.FORMAT_VERSION, importlib.util.MAGIC_NUMBER, flags,
-                       digest, len(payload)) + payload
+    return (
+        HEADER.pack(
+            MAGIC,
+            bundle_mod.FORMAT_VERSION,
+            importlib.util.MAGIC_NUMBER,
+            flags,
+            digest,
+            len(payload),
+        )
+        + payload
+    )
 
 
 @pytest.mark.parametrize(
@@ -191,8 +205,17 @@ def test_sound_digest_but_malformed_payload(plain: object) -> None:
 def test_payload_that_does_not_unmarshal() -> None:
     payload = b"\xff\xfe garbage"
     prefix = bundle_mod._header_prefix(0, len(payload))
-    data = HEADER.pack(MAGIC, bundle_mod.FORMAT_VERSION, importlib.util.MAGIC_NUMBER, 0,
-                       bundle_mod._digest(prefix, payload, None), len(payload)) + payload
+    data = (
+        HEADER.pack(
+            MAGIC,
+            bundle_mod.FORMAT_VERSION,
+            importlib.util.MAGIC_NUMBER,
+            0,
+            bundle_mod._digest(prefix, payload, None),
+            len(payload),
+        )
+        + payload
+    )
     with pytest.raises(BundleError, match="does not unmarshal"):
         decode(data)
 

@@ -58,8 +58,9 @@ def test_conform_refuses_other_free_variables() -> None:
         return inner
 
     inner = outer()
-    code = compiled("def outer():\n    m = 2\n    def inner():\n        return m\n",
-                    "outer.<locals>.inner")
+    code = compiled(
+        "def outer():\n    m = 2\n    def inner():\n        return m\n", "outer.<locals>.inner"
+    )
     reason = conform(inner, code, Transaction())
     assert reason and "free variables differ" in reason and "'n'" in reason
     assert inner() == 1
@@ -71,8 +72,15 @@ def test_conform_function_copies_everything_but_identity() -> None:
         return a + b + c
 
     namespace: dict[str, object] = {}
-    exec(compile("def live(a, b=10, *, c=20) -> str:\n    '''new doc'''\n    return a * b * c\n",
-                 FILE, "exec", dont_inherit=True), namespace)
+    exec(
+        compile(
+            "def live(a, b=10, *, c=20) -> str:\n    '''new doc'''\n    return a * b * c\n",
+            FILE,
+            "exec",
+            dont_inherit=True,
+        ),
+        namespace,
+    )
     new = namespace["live"]
     held = live
     tx = Transaction()
@@ -178,14 +186,20 @@ def _rerun_class(module: ModuleType, source: str, name: str) -> type:
 
 
 def test_klass_patches_in_place_and_retargets_super() -> None:
-    module = make_module("class Base:\n    def f(self):\n        return 'base'\n"
-                         "class C(Base):\n    def f(self):\n        return 'c' + super().f()\n"
-                         "    def h(self):\n        return 'h'\n")
+    module = make_module(
+        "class Base:\n    def f(self):\n        return 'base'\n"
+        "class C(Base):\n    def f(self):\n        return 'c' + super().f()\n"
+        "    def h(self):\n        return 'h'\n"
+    )
     live = module.C
-    new = _rerun_class(module, "class C(Base):\n    def f(self):\n"
-                       "        return 'c2+' + super().f()\n"
-                       "    def g(self):\n        return 'g+' + super().f()\n"
-                       "    def h(self):\n        return 'h+' + super().f()\n", "C")
+    new = _rerun_class(
+        module,
+        "class C(Base):\n    def f(self):\n"
+        "        return 'c2+' + super().f()\n"
+        "    def g(self):\n        return 'g+' + super().f()\n"
+        "    def h(self):\n        return 'h+' + super().f()\n",
+        "C",
+    )
     merge, tx = _merge(module)
     obj = live()
     old_h = obj.h
@@ -198,14 +212,19 @@ def test_klass_patches_in_place_and_retargets_super() -> None:
     assert obj.f() == "cbase" and not hasattr(live, "g") and obj.h() == "h"
 
 
-@pytest.mark.parametrize("new_source, reason", [
-    ("class C(Base):\n    __slots__ = ('y',)\n", "__slots__"),
-    ("class C:\n    __slots__ = ('x',)\n", "base classes"),
-    ("class C(Base, metaclass=Meta):\n    __slots__ = ('x',)\n", "metaclass"),
-])
+@pytest.mark.parametrize(
+    "new_source, reason",
+    [
+        ("class C(Base):\n    __slots__ = ('y',)\n", "__slots__"),
+        ("class C:\n    __slots__ = ('x',)\n", "base classes"),
+        ("class C(Base, metaclass=Meta):\n    __slots__ = ('x',)\n", "metaclass"),
+    ],
+)
 def test_klass_refuses_layout_changes(new_source: str, reason: str) -> None:
-    module = make_module("class Meta(type):\n    pass\nclass Base:\n    pass\n"
-                         "class C(Base):\n    __slots__ = ('x',)\n")
+    module = make_module(
+        "class Meta(type):\n    pass\nclass Base:\n    pass\n"
+        "class C(Base):\n    __slots__ = ('x',)\n"
+    )
     new = _rerun_class(module, new_source, "C")
     merge, _ = _merge(module)
     with pytest.raises(NeedsRestart, match=reason):
@@ -213,9 +232,11 @@ def test_klass_refuses_layout_changes(new_source: str, reason: str) -> None:
 
 
 def test_value_refuses_when_wrapper_closures_differ() -> None:
-    module = make_module("def deco(tag):\n    def wrap(fn):\n        def w():\n"
-                         "            return tag, fn()\n        return w\n    return wrap\n"
-                         "@deco('a')\ndef f():\n    return 1\n")
+    module = make_module(
+        "def deco(tag):\n    def wrap(fn):\n        def w():\n"
+        "            return tag, fn()\n        return w\n    return wrap\n"
+        "@deco('a')\ndef f():\n    return 1\n"
+    )
     scratch: dict[str, object] = {}
     exec(compile("@deco('b')\ndef f():\n    return 2\n", FILE, "exec"), module.__dict__, scratch)
     merge, _ = _merge(module)
@@ -295,9 +316,22 @@ def test_index_finds_functions_wherever_the_module_keeps_them() -> None:
     module = make_module(LOCATE)
     index = index_module(module, module_files(module))
     names = {qualname for qualname, _ in index.functions}
-    assert names >= {"deco", "deco.<locals>.bare", "Meta.meta_method", "C.p", "C.cm", "C.sm",
-                     "C.cp", "C.Nested.deep", "decorated", "cached", "dispatch", "_",
-                     "target", "<lambda>"}
+    assert names >= {
+        "deco",
+        "deco.<locals>.bare",
+        "Meta.meta_method",
+        "C.p",
+        "C.cm",
+        "C.sm",
+        "C.cp",
+        "C.Nested.deep",
+        "decorated",
+        "cached",
+        "dispatch",
+        "_",
+        "target",
+        "<lambda>",
+    }
     getter_and_setter = sorted(line for qualname, line in index.functions if qualname == "C.p")
     assert len(getter_and_setter) == 2
     assert index.caches == [module.cached]
@@ -348,7 +382,8 @@ def test_unwrap_chain_follows_wraps_and_bare_closures() -> None:
 
 
 def test_index_survives_cycles() -> None:
-    module = make_module("def f():\n    return f\nclass C:\n    pass\nC.again = C\nLOOP = []\n"
-                         "LOOP.append(LOOP)\n")
+    module = make_module(
+        "def f():\n    return f\nclass C:\n    pass\nC.again = C\nLOOP = []\nLOOP.append(LOOP)\n"
+    )
     sys.setrecursionlimit(sys.getrecursionlimit())  # the walk is bounded, not recursive-deep
     assert ("f", 1) in index_module(module, module_files(module)).functions

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
+import hotpatch
 from hotpatch import _apply, _jumptable
-from hotpatch._jumptable import call, due, hot, on_patch, safepoint, submit
+from hotpatch._jumptable import due, hot, on_patch, safepoint, submit
 from hotpatch._transaction import Transaction
 from hotpatch.bundle import Bundle, encode
 
@@ -31,6 +36,12 @@ def _reset() -> None:
     _jumptable._queue.clear()
     _jumptable._enabled = _jumptable._pending = _jumptable._responsive = False
     _jumptable._update_mode()
+
+
+def call(fn, /, *args, **kwargs):
+    """`hotpatch.call` as the app sees it now (`enable()` rebinds it). Not a plain alias:
+    this frame sits between, which the safe-point walk must (and does) ignore."""
+    return _jumptable.call(fn, *args, **kwargs)
 
 
 def patch_bytes(target: str, key: bytes | None = None) -> bytes:
@@ -72,7 +83,11 @@ def test_hot_wraps_methods() -> None:
     assert thing.value(1, y=2) == (thing, 1, 2)
 
 
-def test_call_passes_arguments_and_exceptions() -> None:
+@pytest.mark.parametrize("enabled", [False, True])
+def test_call_passes_arguments_and_exceptions(enabled: bool) -> None:
+    if enabled:
+        _jumptable.enable()
+
     def f(a, b=0, *, c=0):
         return a + b + c
 
@@ -83,14 +98,58 @@ def test_call_passes_arguments_and_exceptions() -> None:
         call(f, 1, 2, 3, 4)
 
 
-def test_call_is_operator_call_while_idle() -> None:
-    """The fast path is C all the way: nothing enabled, nothing replaced, nothing queued."""
-    assert call.func is operator.call
+def test_call_is_operator_call_unless_enabled() -> None:
+    """Production: `call` is `operator.call` itself, all in C. enable() rebinds it, in the
+    package too; a reference taken before keeps `operator.call` (documented)."""
+    early = hotpatch.call
+    assert early is operator.call and _jumptable.call is operator.call
     _jumptable.enable()
-    assert call.func is _jumptable._call
+    assert hotpatch.call is _jumptable._call and _jumptable.call is _jumptable._call
+    assert early is operator.call
+    assert "latest version" in hotpatch.call.__doc__
     _reset()
-    assert call.func is operator.call
-    assert "latest version" in call.__doc__
+    assert hotpatch.call is operator.call
+
+
+def test_a_queued_patch_or_a_table_entry_alone_does_not_rebind_call() -> None:
+    submit(patch_bytes("b1"))
+    _jumptable.redirect(one, two, "m:one", Transaction())
+    assert hotpatch.call is operator.call and hotpatch.call(one) == 1
+    assert safepoint()[0].build_id == "b1"
+
+
+@pytest.mark.parametrize("env, fast", [(None, True), ("1", False), ("0", True)])
+def test_the_environment_at_import_chooses_call(env: str | None, fast: bool) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "HOTPATCH_ENABLED"}
+    if env is not None:
+        environ["HOTPATCH_ENABLED"] = env
+    code = (
+        "import operator, hotpatch\n"
+        "from hotpatch import call\n"
+        "print(call is operator.call, call is hotpatch._jumptable.call, call(abs, -2))"
+    )
+    root = str(Path(hotpatch.__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, cwd=root, capture_output=True, text=True
+    )
+    assert out.stdout.split() == [str(fast), "True", "2"], out.stderr
+
+
+def test_check_flag_follows_pending_and_table() -> None:
+    assert not _jumptable._check
+    _jumptable.enable()
+    assert _jumptable._check  # the probe
+    call(one)
+    assert not _jumptable._check
+    tx = Transaction()
+    _jumptable.redirect(one, two, "m:one", tx)
+    assert _jumptable._check and call(one) == 2
+    submit(patch_bytes("b1"))
+    call(one)  # applies the patch: nothing pending, but the table still needs looking up
+    assert _jumptable._check and call(one) == 2
+    tx.rollback()
+    _jumptable._update_mode()  # what apply/rollback do after undoing table entries
+    assert not _jumptable._check and call(one) == 1
 
 
 def test_redirect_sends_call_and_hot_to_the_new_object() -> None:
@@ -108,6 +167,7 @@ def test_redirect_keeps_one_hop_and_no_cycles() -> None:
     def three() -> int:
         return 3
 
+    _jumptable.enable()
     tx = Transaction()
     _jumptable.redirect(one, two, "m:f", tx)
     _jumptable.redirect(two, three, "m:f", tx)
@@ -137,8 +197,9 @@ def test_call_never_hashes_user_objects() -> None:
         def __call__(self) -> str:
             return "ok"
 
+    _jumptable.enable()
     _jumptable.redirect(one, two, "m:one", Transaction())  # the table is in use
-    assert call(Unhashable()) == "ok" and call(Explodes()) == "ok"
+    assert _jumptable._check and call(Unhashable()) == "ok" and call(Explodes()) == "ok"
 
 
 # -- safe points -----------------------------------------------------------------------------
@@ -181,6 +242,21 @@ def test_the_outermost_call_on_the_main_thread_is_the_safe_point() -> None:
     assert builds == [None, None] and _jumptable._pending
     call(inner)  # the next outermost call applies first, then runs
     assert builds == [None, None, "b1"] and not _jumptable._pending
+
+
+def test_the_safe_point_check_starts_at_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the `call`/hot frame nor the caller's caller: the caller may itself be a
+    `call` (`call(call, f)`), and must be counted then."""
+    _jumptable.enable()
+    seen = []
+    monkeypatch.setattr(_jumptable, "_at_call", lambda frame: seen.append(frame))
+    _jumptable.call(one)
+    hot(one)()
+    here = sys._getframe()
+    assert seen == [here, here]
+    seen.clear()
+    _jumptable.call(_jumptable.call, one)
+    assert [f.f_code for f in seen] == [here.f_code, _jumptable._call.__code__]
 
 
 def test_hot_functions_are_safe_points_too() -> None:
@@ -228,8 +304,7 @@ def test_deliver_applies_from_the_background_when_main_has_no_safe_points() -> N
     applied_on: list[int] = []
     _applied_on(applied_on)
     result = {}
-    thread = threading.Thread(target=lambda: result.update(p=_jumptable.deliver(
-        patch_bytes("b1"))))
+    thread = threading.Thread(target=lambda: result.update(p=_jumptable.deliver(patch_bytes("b1"))))
     thread.start()
     thread.join()
     assert result["p"].report.build_id == "b1" and applied_on == [thread.ident]

@@ -126,6 +126,21 @@ def test_the_image_code_runs_not_the_source(project):
     assert hp_mod.WHO == "image"
 
 
+def test_an_entry_without_code_is_compiled_from_the_build_source(project):
+    # thinlink dev leaves a module edited a function at a time to the importer.
+    write(project, {"hp_lazy.py": "def where():\n    return __name__\n"})
+    image = build_image(project, "build-9")
+    path = str(project / "hp_lazy.py")
+    image.entries[path] = ImageEntry(image.entries[path].digest, b"")
+    install(image)
+    import hp_lazy
+
+    assert hp_lazy.where() == "hp_lazy"
+    assert type(hp_lazy.__loader__) is BuildLoader
+    assert module_build("hp_lazy") == "build-9"  # still the build's module
+    assert hp_lazy.where.__code__.co_filename == path
+
+
 def test_a_file_edited_after_the_build_runs_its_new_source(project):
     write(project, {"hp_mod.py": "WHO = 'old'\n"})
     install(build_image(project))

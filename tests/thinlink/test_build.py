@@ -6,6 +6,7 @@ test_cli.py covers the same through the command, in-process and as real processe
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import sqlite3
@@ -442,3 +443,53 @@ def test_errors_come_back_from_worker_processes(tmp_path):
     serial = build(root, tmp_path / "serial", jobs=1)
     assert serial.manifest.build_id == result.manifest.build_id
     assert [str(e) for e in serial.errors] == [str(err)]
+
+
+# what a no-op build reads -----------------------------------------------------------------
+
+
+def refuse_to_open_the_cache(monkeypatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cache was opened")
+
+    monkeypatch.setattr(cache_module.Cache, "__init__", refuse)
+
+
+def test_a_no_op_build_reads_the_manifest_and_the_sources_only(root, monkeypatch):
+    first = build(root)
+    with monkeypatch.context() as patch:
+        refuse_to_open_the_cache(patch)
+        again = build(root)
+        later = os.stat(root / "src/app/shapes.py").st_mtime + 3600
+        for path in root.rglob("*.py"):
+            os.utime(path, (later, later))
+        touched = build(root)
+    for result in (again, touched):
+        assert (result.compiled, result.reused) == (0, first.manifest.units)
+        assert result.manifest.modules == first.manifest.modules
+
+
+def test_a_build_checks_the_records_again_once_anything_opened_the_cache(root, tmp_path):
+    cache = tmp_path / "cache"
+    first = build(root, cache)
+    # Opening it is enough (diskcache writes its settings): its records are read and
+    # checked again, and a bad one is recompiled.
+    shapes = first.manifest.by_name()["app.shapes"]
+    with cache_module.Cache(cache) as store:
+        store.put(shapes.record, b"not a record")
+    again = build(root, cache)
+    assert [(c.name, c.action) for c in again.changes] == [("app.shapes", "compiled")]
+    assert again.manifest.build_id == first.manifest.build_id
+
+
+def test_a_manifest_of_the_previous_format_is_read_and_replaced(root, tmp_path):
+    cache = tmp_path / "cache"
+    first = build(root, cache)
+    path = cache / "builds" / f"{first.manifest.build_id}.manifest"
+    build_id, where, tag, created, modules = marshal.loads(path.read_bytes()[8:])
+    old = tuple(m[:6] for m in modules)  # no fingerprints
+    path.write_bytes(b"TLMANIF1" + marshal.dumps((build_id, where, tag, created, old)))
+    again = build(root, cache)
+    assert again.compiled == 0 and again.manifest.build_id == first.manifest.build_id
+    assert path.read_bytes().startswith(b"TLMANIF2")
+    assert Project(root, cache_dir=cache).manifest().modules == first.manifest.modules

@@ -183,3 +183,42 @@ def test_clear_removes_everything(cache):
         cache.put(f"k{i}", b"v")
     assert cache.clear() == 5
     assert cache.get("k0") is None
+
+
+def test_write_behind_keeps_writes_in_memory_until_flushed(tmp_path):
+    from thinlink.units import CodeRef, ModuleRecord, Segment, Unit
+
+    record = ModuleRecord(
+        "/p/m.py", "d1", 0, (Segment(1, 3, "s", CodeRef("k"), (Unit("f", "function", 1, "u"),)),)
+    )
+    with Cache(tmp_path / "c", memo=True) as writer, Cache(tmp_path / "c") as reader:
+        writer.write_behind()
+        writer.put("src:a", b"source")
+        writer.put_record("record:a", record)
+        with writer.transact():  # a no-op now, not a transaction holding the database
+            writer.put("src:b", b"other")
+        # The writer sees its own writes; the disk (another process) does not yet.
+        assert writer.get("src:a") == b"source" and "src:b" in writer
+        assert writer.get_record("record:a") == record
+        assert reader.get("src:a") is None and reader.get_record("record:a") is None
+        assert writer.flush() == 3
+        assert reader.get("src:a") == b"source" and reader.get("src:b") == b"other"
+        assert reader.get_record("record:a") == record
+        assert writer.flush() == 0
+
+
+def test_write_behind_flushes_on_close_and_before_forgetting(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "_MEMO_BYTES", 100)
+    with Cache(tmp_path / "c", memo=True) as writer:
+        writer.write_behind()
+        writer.put("a", b"x" * 60)
+        writer.put("b", b"y" * 60)  # over the memo's size: "a" is written, then forgotten
+        with Cache(tmp_path / "c") as reader:
+            assert reader.get("a") == b"x" * 60 and reader.get("b") is None
+    with Cache(tmp_path / "c") as reader:
+        assert reader.get("b") == b"y" * 60  # written when the writer closed
+
+
+def test_write_behind_needs_memo(cache):
+    with pytest.raises(ValueError, match="memo=True"):
+        cache.write_behind()

@@ -85,8 +85,16 @@ def test_a_string_is_one_glob_or_path_in_pyproject(root: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1", True), ("true", True), ("Yes", True), ("ON", True),
-     ("0", False), ("false", False), ("no", False), (" off ", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        ("ON", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        (" off ", False),
+    ],
 )
 def test_environment_flags(root: Path, monkeypatch: pytest.MonkeyPatch, value, expected) -> None:
     monkeypatch.setenv("THINLINK_POLL", value)

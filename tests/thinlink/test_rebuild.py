@@ -32,6 +32,8 @@ def assert_same_as_cold(cache: Cache, incremental, path: str, data: bytes) -> No
         (s.start, s.end, s.digest) for s in cold.segments
     ]
     assert [u for s in inc.segments for u in s.units] == [u for s in cold.segments for u in s.units]
+    # What the incremental record derived from its base, not from its own segments.
+    assert inc.starts == cold.starts and inc.unit_count == cold.unit_count
     for inc_seg, cold_seg in zip(inc.segments, cold.segments, strict=True):
         for unit in inc_seg.units:
             mine = unit_code(cache, inc_seg, unit)
@@ -43,6 +45,7 @@ def assert_same_as_cold(cache: Cache, incremental, path: str, data: bytes) -> No
 
 def edit(cache: Cache, path: str, old: bytes, new: bytes):
     base = compile_cold(cache, path, old).record
+    assert base.starts  # computed, so that the edited record derives its own from it
     return rebuild(cache, base, old, path, new)
 
 

@@ -57,8 +57,9 @@ def test_sources_count_and_ignored_places_do_not(root: Path) -> None:
 
 
 def test_include_and_exclude_match_name_relative_path_or_absolute_path(root: Path) -> None:
-    accept = SourceFilter(include=("*.py", "conf/*.toml"), exclude=("legacy/*", "*_test.py"),
-                          roots=[root])
+    accept = SourceFilter(
+        include=("*.py", "conf/*.toml"), exclude=("legacy/*", "*_test.py"), roots=[root]
+    )
     assert accept(MODIFIED, str(root / "conf" / "app.toml"))
     assert not accept(MODIFIED, str(root / "other" / "app.toml"))
     assert not accept(MODIFIED, str(root / "legacy" / "old.py"))
