@@ -16,6 +16,7 @@ import gc
 import os
 import sys
 import threading
+from bisect import bisect_right
 from dataclasses import dataclass
 from time import perf_counter, sleep
 from types import CodeType, ModuleType
@@ -192,18 +193,31 @@ _MOVES_PER_YIELD = 25  # about half a millisecond of moves
 def _move_functions(
     module: ModuleType, patch: ModulePatch, merge: Merge, timings: dict[str, float]
 ) -> None:
-    """Shift the code of functions that only moved, so tracebacks show the new lines."""
+    """Shift the code in lines that only moved, so tracebacks show the new lines.
+
+    After the swaps, which put new code (at its new lines) into the functions they
+    patched: those are left alone. Closures already made count too (each holds its own
+    code object), wherever in the module's reach they are.
+    """
     start = perf_counter()
     sleep(0)  # the new code is in: let a thread waiting to run it go first
-    wanted = {(qualname, old_lineno) for qualname, old_lineno, _ in patch.moved}
-    live = index_module(module, merge.files, wanted).functions
-    for done, (qualname, old_lineno, delta) in enumerate(patch.moved, 1):
-        for fn in live.get((qualname, old_lineno), ()):
+    ranges = sorted(patch.moved)
+    firsts = [first for first, _, _ in ranges]
+    done = 0
+    for (_, lineno), functions in index_module(module, merge.files).functions.items():
+        at = bisect_right(firsts, lineno) - 1
+        if at < 0 or lineno > ranges[at][1]:
+            continue
+        delta = ranges[at][2]
+        for fn in functions:
+            if id(fn) in merge.swapped:
+                continue
             merge.tx.setattr(fn, "__code__", relocate(fn.__code__, delta))
-        if done % _MOVES_PER_YIELD == 0:
-            # Line numbers only, after the new code is in: let the app's threads run
-            # it meanwhile (an edit at the top of a large module moves thousands).
-            sleep(0)
+            done += 1
+            if done % _MOVES_PER_YIELD == 0:
+                # Line numbers only, after the new code is in: let the app's threads run
+                # it meanwhile (an edit at the top of a large module moves thousands).
+                sleep(0)
     timings["moved"] = timings.get("moved", 0.0) + _ms(start)
 
 
@@ -243,6 +257,7 @@ def _swap_functions(
                 changes.warnings.append(
                     f"{patch.name}:{fp.qualname}: a live function keeps its old code: {reason}"
                 )
+        merge.swapped.update(id(fn) for fn in swapped)
         if swapped:
             changes.patched.append(f"{patch.name}:{fp.qualname}")
             changes.caches.extend(index.caches_for(swapped))

@@ -141,6 +141,9 @@ class Merge:
         self.files = files
         self.tx = tx
         self.changes = changes
+        # ids of the live functions given new code by this patch (alive: the module holds
+        # them); shifting the lines of what only moved leaves them alone.
+        self.swapped: set[int] = set()
 
     def value(self, old: object, new: object, qualname: str) -> bool:
         """Conform `old` to `new` in place; False when that is not possible (nothing was

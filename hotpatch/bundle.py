@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"HPBUNDLE"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: moved code as line ranges
 _PYMAGIC = importlib.util.MAGIC_NUMBER
 _SIGNED = 0x01
 # magic, version, pymagic, flags, digest, payload length
@@ -96,15 +96,17 @@ class Statement:
 @dataclass(frozen=True)
 class ModulePatch:
     """The changes to one module: function swaps, statements to re-run in source order,
-    top-level names to delete, and functions that only moved: `(qualname, old_lineno,
-    delta)`, whose live code is shifted by `delta` lines (no new code is shipped)."""
+    top-level names to delete, and the code that only moved: `(first, last, delta)`, old
+    lines `first..last` now `delta` lines further down. Every live function of the module
+    whose code starts there is shifted (no new code is shipped). Ranges, not a list of
+    functions: an edit near the top of a large module moves thousands of them."""
 
     name: str
     path: str
     functions: tuple[FunctionPatch, ...] = ()
     statements: tuple[Statement, ...] = ()
     removed: tuple[str, ...] = ()
-    moved: tuple[tuple[str, int, int], ...] = ()
+    moved: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,15 +260,8 @@ def _module(plain: object) -> ModulePatch:
     name, path, functions, statements, removed, moved = _tuple(plain, 6, "module")
     moves = _tuple(moved, None, "moved")
     _check(
-        all(
-            isinstance(m, tuple)
-            and len(m) == 3
-            and isinstance(m[0], str)
-            and type(m[1]) is int
-            and type(m[2]) is int
-            for m in moves
-        ),
-        f"moved functions in {name}",
+        all(isinstance(m, tuple) and len(m) == 3 and all(type(x) is int for x in m) for m in moves),
+        f"moved lines in {name}",
     )
     _check(isinstance(name, str) and isinstance(path, str), "module name and path")
     funcs = []

@@ -343,7 +343,7 @@ class Builder:
         t0 = time.perf_counter()
         source = pending.source
         try:
-            done = rebuild(self.cache, old, old_data, source.path, pending.data)
+            done = rebuild(self.cache, old, old_data, source.path, pending.data, pending.digest)
         except SourceError as err:
             entries[source.path] = _failed(source, pending.digest, pending.fingerprint, err)
             errors.append(err)

@@ -15,29 +15,36 @@ Promises, each resting on diskcache's SQLite transactions:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import logging
 import marshal
 import os
-import sqlite3
-import sys
-from pathlib import Path
 from types import CodeType
 
-import diskcache
 import xxhash
 
+from .manifest import INTERPRETER_TAG
 from .text import SourceText
 from .units import ModuleRecord, dump_record, load_record
 
 __all__ = ["Cache", "INTERPRETER_TAG", "DEFAULT_SIZE_LIMIT"]
 
-log = logging.getLogger(__name__)
-
-INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
 DEFAULT_SIZE_LIMIT = 2**30  # 1 GiB
 _SUM = 8  # bytes of checksum in front of every value
 _MEMO_BYTES = 64 * 2**20
+# SQLite's page cache, in pages: its default grows with the database; a build reads and
+# writes each value once, so a small one keeps a cold build's memory down at no cost.
+_SQLITE_CACHE_PAGES = 2**10
+
+
+def _sqlite_error() -> type[Exception]:
+    import sqlite3  # loaded with diskcache already
+
+    return sqlite3.Error
+
+
+def _log():  # noqa: ANN202 - logging loads on the warning paths only
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 class Cache:
@@ -54,6 +61,12 @@ class Cache:
         *,
         memo: bool = False,
     ):
+        # Here, not at import: keys and a no-op build do without them.
+        from pathlib import Path
+
+        import diskcache
+
+        self._diskcache = diskcache
         self.directory = Path(directory)
         self._memo: dict[str, bytes] = {}
         self._memo_bytes = 0
@@ -72,6 +85,7 @@ class Cache:
             # Culling on every write costs a size query per value; `cull()` runs once
             # at the end of each build instead.
             cull_limit=0,
+            sqlite_cache_size=_SQLITE_CACHE_PAGES,
         )
 
     # keys -------------------------------------------------------------------
@@ -126,21 +140,21 @@ class Cache:
     def _read(self, key: str) -> bytes | None:
         try:
             value = self._store.get(key)
-        except (OSError, diskcache.Timeout) as exc:  # a vanished value file is a miss
-            log.debug("cache read of %s failed: %s", key, exc)
+        except (OSError, self._diskcache.Timeout) as exc:  # a vanished value file is a miss
+            _log().debug("cache read of %s failed: %s", key, exc)
             return None
         except Exception as exc:  # a garbled row: diskcache failed to decode it per its mode
-            log.warning("dropping unreadable cache entry %s: %r", key, exc)
+            _log().warning("dropping unreadable cache entry %s: %r", key, exc)
             self._discard(key)
             return None
         if not isinstance(value, bytes) or len(value) < _SUM:
             if value is not None:
-                log.warning("dropping corrupt cache entry %s", key)
+                _log().warning("dropping corrupt cache entry %s", key)
                 self._discard(key)
             return None
         payload = value[_SUM:]
         if xxhash.xxh3_64_digest(payload) != value[:_SUM]:
-            log.warning("dropping corrupt cache entry %s", key)
+            _log().warning("dropping corrupt cache entry %s", key)
             self._discard(key)
             return None
         return payload
@@ -149,7 +163,7 @@ class Cache:
         # Best effort: another build holding the write lock must not fail this read.
         try:
             self._store.delete(key)
-        except (OSError, sqlite3.Error, diskcache.Timeout):
+        except (OSError, self._diskcache.Timeout, _sqlite_error()):
             pass
 
     def put(self, key: str, payload: bytes) -> None:

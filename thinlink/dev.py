@@ -88,6 +88,7 @@ class DevSession:
         self.current = self.latest = result.manifest
         # From now on a save's records reach the disk after its patch has gone out.
         self.builder.cache.write_behind()
+        self.builder.store.write_behind()
         if self.main_path is None:  # -m MODULE: its file is the one that runs as __main__
             modules = result.manifest.by_name()
             found = modules.get(f"{self.target[1]}.__main__") or modules.get(self.target[1])
@@ -114,7 +115,7 @@ class DevSession:
             self.server.close()
             self.image.unlink(missing_ok=True)
             with self._build_lock:
-                self.builder.cache.flush()
+                self._flush()
 
     def _wait(self) -> int:
         while True:
@@ -300,9 +301,11 @@ class DevSession:
                 self._print_patch(made, reports, started, built, done)
 
     def _flush(self) -> None:
-        """Write what the last build kept in memory (records, code) to the cache."""
+        """Write what the last build kept in memory: records and code to the cache, then
+        the manifest and refs that point at them."""
         try:
             self.builder.cache.flush()
+            self.builder.store.flush()
         except Exception as exc:  # boundary: a full disk must not stop the session
             console.warning(f"{_now()} could not write to the cache: {exc}")
 

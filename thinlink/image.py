@@ -8,6 +8,7 @@ changed fragments were compiled): it is compiled here, once, and cached (or, for
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hotpatch._image import Image, ImageEntry, write_image
@@ -17,7 +18,7 @@ from .compiler import compile_module
 from .errors import SourceError
 from .manifest import Manifest
 
-__all__ = ["ensure_image", "whole_code"]
+__all__ = ["ensure_image", "image_path", "whole_code"]
 
 _KEEP_IMAGES = 8
 
@@ -39,16 +40,28 @@ def whole_code(cache: Cache, path: str, digest: str) -> bytes | None:
     return cache.get(key)
 
 
+def image_path(cache_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
+    """Where the image of `manifest` is (or will be) under a cache directory.
+
+    Callers check it before opening the cache: a build whose image exists needs nothing
+    from the cache, and opening it makes the next build check every record again.
+    """
+    return Path(cache_dir) / "images" / f"{manifest.build_id}.img"
+
+
 def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = True) -> Path:
     """The image file of `manifest`, written if it does not exist yet.
 
     With `compile_missing=False`, a module that has no whole-module code in the cache
     (one rebuilt a segment at a time) gets an empty entry, which the importer compiles
     from its source: for `thinlink dev`, which writes an image after every patch and
-    must not spend a large module's compile time on each.
+    must not spend a large module's compile time on each. Such an image has a name of
+    its own, so that `thinlink run` of the same build never picks it up.
     """
-    images = cache.directory / "images"
-    path = images / f"{manifest.build_id}.img"
+    path = image_path(cache.directory, manifest)
+    if not compile_missing:
+        path = path.with_suffix(".lazy.img")
+    images = path.parent
     if path.exists():
         return path
     images.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,13 @@ from .errors import BuildNotFound
 
 __all__ = ["ModuleEntry", "Manifest", "BuildStore", "make_build_id", "INTERPRETER_TAG"]
 
-# The interpreter a build is for: cache tag and bytecode magic, as in cache.py's keys.
-INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}"
+# What stored records and manifests are laid out as: bumped with units._RECORD_FORMAT or
+# this file's _MAGIC, so that builds of an older thinlink are never read as current ones.
+STORAGE_FORMAT = 3
+
+# The interpreter a build is for (cache tag and bytecode magic) and the storage format:
+# in every cache key, ref and manifest, so Pythons and thinlink versions never mix.
+INTERPRETER_TAG = f"{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-s{STORAGE_FORMAT}"
 
 _MAGIC = b"TLMANIF2"
 _MAGIC_V1 = b"TLMANIF1"  # before entries carried a fingerprint: still readable
@@ -119,10 +124,41 @@ class BuildStore:
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.builds = os.path.join(os.fspath(cache_dir), "builds")
         self.refs = os.path.join(os.fspath(cache_dir), "refs")
+        self._unwritten: dict[str, bytes] | None = None  # path -> bytes, see write_behind()
+        self._loaded: dict[str, Manifest] = {}  # while writing behind: manifests by id
+
+    def write_behind(self) -> None:
+        """Keep manifests and refs in memory until `flush()` (as `Cache.write_behind`).
+
+        For `thinlink dev`: a save's build is recorded after its patch has gone out.
+        """
+        if self._unwritten is None:
+            self._unwritten = {}
+
+    def flush(self) -> int:
+        """Write what `write_behind()` kept in memory; returns how many files."""
+        pending, self._unwritten = self._unwritten, ({} if self._unwritten is not None else None)
+        for path, data in (pending or {}).items():
+            _write_atomic(path, data)
+        return len(pending or ())
+
+    def _write(self, path: str, data: bytes) -> None:
+        if self._unwritten is not None:
+            self._unwritten[path] = data
+        else:
+            _write_atomic(path, data)
+
+    def _read_bytes(self, path: str) -> bytes:
+        if self._unwritten and path in self._unwritten:
+            return self._unwritten[path]
+        with open(path, "rb") as f:
+            return f.read()
 
     def save(self, manifest: Manifest) -> None:
         path = self._manifest_path(manifest.build_id)
-        if os.path.exists(path):
+        if self._unwritten is not None:
+            self._loaded[manifest.build_id] = manifest
+        if (self._unwritten and path in self._unwritten) or os.path.exists(path):
             try:
                 if self._read(manifest.build_id)[0] == _MAGIC:
                     return
@@ -135,17 +171,22 @@ class BuildStore:
         payload = marshal.dumps(
             (manifest.build_id, manifest.root, manifest.tag, manifest.created, modules)
         )
-        _write_atomic(path, _MAGIC + payload)
+        self._write(path, _MAGIC + payload)
 
     def load(self, build_id: str) -> Manifest:
-        return self._read(build_id)[1]
+        found = self._loaded.get(build_id)
+        if found is not None:
+            return found
+        manifest = self._read(build_id)[1]
+        if self._unwritten is not None:
+            self._loaded[build_id] = manifest  # a build id names its content: never stale
+        return manifest
 
     def _read(self, build_id: str) -> tuple[bytes, Manifest]:
         """The manifest of `build_id` and the format it was written in (its magic)."""
         path = self._manifest_path(build_id)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = self._read_bytes(path)
             magic = data[: len(_MAGIC)]
             if magic not in (_MAGIC, _MAGIC_V1):
                 raise ValueError("bad magic")
@@ -160,14 +201,13 @@ class BuildStore:
     def ref(self, root: str, name: str) -> str | None:
         """The build id a named ref points at for this project root, or None."""
         try:
-            with open(self._ref_path(root, name), encoding="utf-8") as f:
-                return f.read().strip() or None
+            return self._read_bytes(self._ref_path(root, name)).decode().strip() or None
         except (OSError, ValueError):  # ValueError: not text, a garbled ref
             return None
 
     def set_ref(self, root: str, name: str, build_id: str) -> None:
         if self.ref(root, name) != build_id:  # a no-op build leaves its refs alone
-            _write_atomic(self._ref_path(root, name), build_id.encode())
+            self._write(self._ref_path(root, name), build_id.encode())
 
     def checked(self, root: str) -> str | None:
         """What `set_checked` last recorded for this project root, or None."""

@@ -116,16 +116,8 @@ def _module_patch(
         is_main=is_main,
         all_new=lambda: statements(new_record, list(new_record.segments), new_lines),
     )
-    # Unchanged segments that moved: their functions' live code is shifted in place
-    # (nested functions move with the code of the function around them).
-    moved = tuple(
-        (unit.qualname, unit.lineno + before.code.delta, after.start - before.start)
-        for before, after in unchanged
-        if before.start != after.start
-        # The same text, so the same units: read off unshifted, at the old lines.
-        for unit in before.compiled_units
-        if unit.kind == "function" and "<locals>" not in unit.qualname
-    )
+    # Unchanged segments that moved: the live code in their lines is shifted in place.
+    moved = _moved_ranges(unchanged)
     if plan.needs_restart or (plan.empty and not moved):
         return plan, None
     imports = new_record.imports()
@@ -187,6 +179,20 @@ def _segment_changes(
         unchanged += zip(olds[len(olds) - tail :], news[len(news) - tail :], strict=True)
     removed = sorted((s for q in waiting.values() for s in q), key=lambda s: s.start)
     return unchanged, changed, removed
+
+
+def _moved_ranges(unchanged: list[tuple[Segment, Segment]]) -> tuple[tuple[int, int, int], ...]:
+    """(first, last, delta): runs of old lines whose segments moved by `delta` lines."""
+    ranges: list[list[int]] = []
+    for before, after in sorted(unchanged, key=lambda pair: pair[0].start):
+        delta = after.start - before.start
+        if not delta:
+            continue
+        if ranges and ranges[-1][2] == delta and ranges[-1][1] + 1 == before.start:
+            ranges[-1][1] = before.end  # adjacent, same shift: one range
+        else:
+            ranges.append([before.start, before.end, delta])
+    return tuple((first, last, delta) for first, last, delta in ranges)
 
 
 def _function_patch(

@@ -12,7 +12,7 @@ result is always what compiling the whole file gives.
 from __future__ import annotations
 
 import marshal
-from dataclasses import dataclass
+from collections import namedtuple
 from types import CodeType
 
 from hotpatch._image import source_digest
@@ -43,14 +43,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Compiled:
+class Compiled(namedtuple("Compiled", "record compiled relocated reused", defaults=(0, 0))):
     """A module record just produced, with how many units were compiled or moved."""
 
-    record: ModuleRecord
-    compiled: int
-    relocated: int = 0
-    reused: int = 0
+    __slots__ = ()
 
     @property
     def units(self) -> int:

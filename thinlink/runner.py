@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import _STARTUP_MODULES
 from .build import Builder, BuildResult
-from .image import ensure_image
+from .image import ensure_image, image_path
 
 __all__ = ["run_program", "purge_tool_modules"]
 
@@ -44,7 +44,9 @@ def run_program(
     """Run SCRIPT or `-m` MODULE with `args`; returns or raises SystemExit like python."""
     from hotpatch import _boot
 
-    image = ensure_image(builder.cache, result.manifest)
+    image = image_path(builder.cache_dir, result.manifest)
+    if not image.exists():
+        image = ensure_image(builder.cache, result.manifest)
     builder.close()
     purge_tool_modules({m.name for m in result.manifest.modules})
     # The program runs from a build, so it can be patched: `hotpatch.hot` wraps and

@@ -10,8 +10,12 @@ millisecond here, not a pass of Python over every line.
 
 from __future__ import annotations
 
-import importlib.util
 from collections import namedtuple
+
+try:  # importlib.util.decode_source, from the import system's own module (loaded already)
+    from _frozen_importlib_external import decode_source
+except ImportError:  # pragma: no cover - an interpreter without a frozen import system
+    from importlib.util import decode_source
 
 from .errors import SourceError
 
@@ -25,7 +29,7 @@ _STEPS = (4096, 64, 1)  # characters compared at a time when looking for a diffe
 def decode(data: bytes, path: str) -> str:
     """Source text as the import system decodes it (PEP 263 coding line, BOM)."""
     try:
-        return importlib.util.decode_source(data)
+        return decode_source(data)
     except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
         raise SourceError(path, 1, 1, f"cannot decode source: {exc}") from None
 

@@ -807,3 +807,68 @@ def test_worker_thread_sees_old_or_new_never_an_error(tmp_path: Path) -> None:
     assert not errors
     assert seen <= set(range(51)) | set(range(1000, 1051))
     assert value() == 50 and shifted(1000) == 1050
+
+
+def test_moved_lines_shift_live_code_but_not_what_was_just_patched(tmp_path: Path) -> None:
+    src = Source(
+        tmp_path,
+        "hp_moved",
+        """\
+        def edited():
+            return 1
+
+
+        def make():
+            def inner():
+                return 2
+            return inner
+
+
+        made = make()
+
+
+        class Box:
+            def open(self):
+                return 3
+        """,
+    )
+    m = src.module
+    made, box_open, make_ = m.made, m.Box.open, m.make
+    # Two lines added in edited(): lines 4.. of the old file move down by 2. The new
+    # edited() reaches line 4, in the moved range: it must not be shifted again.
+    functions = src.swap(
+        """\
+        def edited():
+            x = 1
+            y = x
+            return y
+
+
+        def make():
+            def inner():
+                return 2
+            return inner
+
+
+        made = make()
+
+
+        class Box:
+            def open(self):
+                return 3
+        """,
+        "edited",
+    )
+    patch = ModulePatch(src.name, str(src.path), functions, moved=((4, 16, 2),))
+    report = _apply.apply(bundle(patch))
+    assert report.patched == ("hp_moved:edited",)
+    assert m.edited() == 1 and m.edited.__code__.co_firstlineno == 1
+    assert m.edited.__code__.co_consts == functions[0].code.co_consts
+    assert make_.__code__.co_firstlineno == 7
+    assert made.__code__.co_firstlineno == 8  # a closure made before the patch
+    assert make_().__code__.co_firstlineno == 8  # and one made after
+    assert box_open.__code__.co_firstlineno == 17
+    assert m.Box().open() == 3 and made() == 2
+    _apply.rollback()
+    assert make_.__code__.co_firstlineno == 5 and made.__code__.co_firstlineno == 6
+    assert box_open.__code__.co_firstlineno == 15

@@ -38,6 +38,7 @@ def sample() -> Bundle:
         functions=(FunctionPatch("f", 1, f_code),),
         statements=(Statement(stmt, ("A",), 3, "A = 41 + 1"),),
         removed=("gone",),
+        moved=((5, 40, 2), (41, 60, -1)),
     )
     return Bundle("base1", "target2", (module,), warnings=("from the build side",))
 

@@ -493,3 +493,35 @@ def test_a_manifest_of_the_previous_format_is_read_and_replaced(root, tmp_path):
     assert again.compiled == 0 and again.manifest.build_id == first.manifest.build_id
     assert path.read_bytes().startswith(b"TLMANIF2")
     assert Project(root, cache_dir=cache).manifest().modules == first.manifest.modules
+
+
+def test_a_session_records_its_builds_after_flushing(tmp_path):
+    """thinlink dev writes behind: a save's records, manifest and refs reach the disk after
+    its patch went out; meanwhile the session reads them from memory."""
+    from thinlink.build import Builder
+    from thinlink.manifest import BuildStore
+
+    root = tmp_path / "proj"
+    write(root, "m.py", MODULE)
+    builder = Builder(root, tmp_path / "cache", memo=True)
+    first = builder.build()
+    builder.cache.write_behind()
+    builder.store.write_behind()
+    edit(root / "m.py", "return 1", "return 2")
+    second = builder.build(changed={str(root / "m.py")})
+    assert second.compiled == 2 and second.manifest.build_id != first.manifest.build_id
+
+    other = BuildStore(tmp_path / "cache")  # another process: the disk only
+    assert other.ref(str(root.resolve()), "last") == first.manifest.build_id
+    assert builder.store.ref(str(root.resolve()), "last") == second.manifest.build_id
+    assert builder.store.load(second.manifest.build_id) == second.manifest
+
+    builder.cache.flush()
+    assert builder.store.flush() == 3  # the manifest, `last` and `last-good`
+    assert other.ref(str(root.resolve()), "last") == second.manifest.build_id
+    reread = other.load(second.manifest.build_id)
+    assert reread.modules == second.manifest.modules
+    builder.close()
+    # A new process picks up where the session left: nothing to compile.
+    again = Project(root, cache_dir=tmp_path / "cache").build()
+    assert again.compiled == 0 and again.manifest.build_id == second.manifest.build_id

@@ -222,3 +222,12 @@ def test_write_behind_flushes_on_close_and_before_forgetting(tmp_path, monkeypat
 def test_write_behind_needs_memo(cache):
     with pytest.raises(ValueError, match="memo=True"):
         cache.write_behind()
+
+
+def test_the_storage_format_is_in_every_key():
+    # A record format change must make old records, refs and manifests unreachable.
+    from thinlink import manifest, units
+
+    assert units._RECORD_FORMAT == manifest.STORAGE_FORMAT
+    assert f"-s{manifest.STORAGE_FORMAT}" in INTERPRETER_TAG
+    assert INTERPRETER_TAG in Cache.module_key("record", "/p/m.py", "d")
