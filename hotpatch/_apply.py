@@ -23,7 +23,8 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from . import _jumptable
-from ._conform import Changes, Merge, NeedsRestart, conform, relocate, values_equal
+from ._code import relocate
+from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
 from ._locate import closures_of, imports_name, index_module, module_files

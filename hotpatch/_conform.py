@@ -30,7 +30,6 @@ __all__ = [
     "NeedsRestart",
     "conform",
     "conform_function",
-    "relocate",
     "values_equal",
 ]
 
@@ -69,13 +68,6 @@ class Changes:
     skipped: list[str] = field(default_factory=list)
     rebound: list[str] = field(default_factory=list)
     caches: list[object] = field(default_factory=list)  # cleared after commit
-
-
-def relocate(code: CodeType, delta: int) -> CodeType:
-    """`code` and the code nested in it, `delta` lines further down (line tables are
-    relative to `co_firstlineno`, so one field per code object changes)."""
-    consts = tuple(relocate(c, delta) if type(c) is CodeType else c for c in code.co_consts)
-    return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
 
 
 def conform(

@@ -30,6 +30,8 @@ import os
 # importlib.util.MAGIC_NUMBER are, without importing hashlib (OpenSSL) or importlib.util.
 from importlib._bootstrap_external import MAGIC_NUMBER
 
+from ._frozen import Frozen
+
 try:
     from _blake2 import blake2b
 except ImportError:  # pragma: no cover - an interpreter built without _blake2
@@ -55,45 +57,7 @@ class ImageError(Exception):
         self.reason = reason
 
 
-class _Frozen:
-    """A frozen value type: what ``@dataclass(frozen=True, slots=True)`` generates.
-
-    Written out because importing dataclasses imports inspect, which costs more than
-    the rest of the start-up path together.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, *values: object) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __reduce__(self) -> tuple:
-        return type(self), self._values()  # pickle and copy rebuild through __init__
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class ImageEntry(_Frozen):
+class ImageEntry(Frozen):
     """One module of a build: its source digest and ``marshal.dumps`` of its code.
 
     An empty ``code`` leaves compiling to the importer: the source with ``digest`` is the
@@ -109,7 +73,7 @@ class ImageEntry(_Frozen):
         super().__init__(digest, code)
 
 
-class Image(_Frozen):
+class Image(Frozen):
     """A build: its id, project root, and entries keyed by ``os.path.abspath`` of the source."""
 
     __slots__ = ("build_id", "root", "entries")

@@ -29,7 +29,8 @@ import os
 import stat
 import time
 
-from ._frozen import Frozen
+from hotpatch._frozen import Frozen
+
 from .errors import SourceError, ThinlinkError
 from .manifest import BuildStore, Manifest, ModuleEntry, fingerprint, make_build_id
 from .sources import SourceFile, discover

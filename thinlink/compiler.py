@@ -26,6 +26,8 @@ from types import CodeType
 
 import xxhash
 
+from hotpatch._code import firstlineno_const, relocate
+
 from .errors import SourceError
 from .text import split_lines  # noqa: F401 - its home was here; kept importable from here
 from .units import CodeRef, Segment, Unit
@@ -182,7 +184,7 @@ class _Digests:
         found = self._memo.get(key)
         if found is not None:
             return found
-        position = _firstlineno_const(code)
+        position = firstlineno_const(code)
         if position is None and _NESTED.isdisjoint(map(type, code.co_consts)):
             consts = code.co_consts  # plain values only: what _consts would copy
         else:
@@ -314,54 +316,6 @@ def _lines_at(code: CodeType, offsets: set[int]) -> dict[int, int]:
                 lines[wanted[j]] = line
             j += 1
     return lines
-
-
-def relocate(code: CodeType, delta: int) -> CodeType:
-    """Shift a code object and everything nested in it by `delta` lines.
-
-    Line tables are relative to `co_firstlineno` (3.11+), so this rewrites one field
-    per code object; tracebacks and debuggers then see the new lines.
-    """
-    if delta == 0:
-        return code
-    consts = tuple(relocate(c, delta) if isinstance(c, CodeType) else c for c in code.co_consts)
-    moved = code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
-    return _move_class_firstlineno(moved, code.co_firstlineno)
-
-
-def _move_class_firstlineno(code: CodeType, old_line: int) -> CodeType:
-    # 3.13+ class bodies store their first line as a constant (`__firstlineno__`, read
-    # by inspect.getsource); a relocated class must carry its new line there too.
-    slot = _firstlineno_const(code)
-    if slot is None:
-        return code
-    index, at = slot
-    consts = list(code.co_consts)
-    uses = sum(
-        1
-        for i in range(0, len(code.co_code), 2)
-        if code.co_code[i] == _OP["LOAD_CONST"] and code.co_code[i + 1] == index
-    )
-    if uses == 1:
-        consts[index] = code.co_firstlineno
-        return code.replace(co_consts=tuple(consts))
-    if len(consts) > 255:
-        return code  # would need an EXTENDED_ARG: leave the old line, never break code
-    raw = bytearray(code.co_code)
-    raw[at + 1] = len(consts)
-    return code.replace(co_code=bytes(raw), co_consts=(*consts, code.co_firstlineno))
-
-
-def _firstlineno_const(code: CodeType) -> tuple[int, int] | None:
-    """(const index, offset of its LOAD_CONST) of a class body's `__firstlineno__`."""
-    if code.co_flags & _CO_NEWLOCALS or "__firstlineno__" not in code.co_names:
-        return None
-    name = code.co_names.index("__firstlineno__")
-    raw = code.co_code
-    for i in range(2, min(len(raw), 64), 2):
-        if raw[i] == _OP["STORE_NAME"] and raw[i + 1] == name and raw[i - 2] == _OP["LOAD_CONST"]:
-            return raw[i - 1], i - 2
-    return None
 
 
 def find_code(root: CodeType, qualname: str, lineno: int) -> CodeType | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from ._frozen import Frozen
+from hotpatch._frozen import Frozen
+
 from .errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing

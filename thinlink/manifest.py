@@ -23,7 +23,8 @@ try:  # importlib.util.MAGIC_NUMBER, from the import system's own module (loaded
 except ImportError:  # pragma: no cover - an interpreter without a frozen import system
     from importlib.util import MAGIC_NUMBER
 
-from ._frozen import Frozen
+from hotpatch._frozen import Frozen
+
 from .errors import BuildNotFound
 
 __all__ = ["ModuleEntry", "Manifest", "BuildStore", "make_build_id", "INTERPRETER_TAG"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ._frozen import Frozen
+from hotpatch._frozen import Frozen
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:

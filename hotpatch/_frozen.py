@@ -1,10 +1,11 @@
-"""`Frozen`: the base of the build path's small immutable records.
+"""`Frozen`: the base of small immutable records, on both sides (runtime and build).
 
 What `@dataclass(frozen=True, slots=True)` generates, written out once: importing
-dataclasses imports inspect (and with it ast, dis, tokenize, ...), which costs a no-op
-build more than its own work. Each record lists its fields in `__slots__` and has an
-`__init__` with the signature (and defaults) a reader expects, passing the values on
-in slot order.
+dataclasses imports inspect (and with it ast, dis, tokenize, ...), which costs a
+program's start-up and a no-op build more than their own work. Each record lists its
+fields in `__slots__` and has an `__init__` with the signature (and defaults) a reader
+expects, passing the values on in slot order. Here, in the runtime, because the build
+side may import the runtime and never the other way round.
 """
 
 from __future__ import annotations
