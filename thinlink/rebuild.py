@@ -11,6 +11,7 @@ result is always what compiling the whole file gives.
 
 from __future__ import annotations
 
+import bisect
 import marshal
 from collections import namedtuple
 from types import CodeType
@@ -99,32 +100,135 @@ def rebuild(
     end = old.segments[last].end + delta
     after = old.segments[last + 1 :]
     moved = tuple(s.moved(delta) for s in after) if delta else after
+    unmatched: set[int] = set()  # segments of the span to compile again all the same
     while True:
-        start = old.segments[first].start
-        outside = {n for i, names in old.importing if i < first or i > last for n in names}
+        pieces = _pieces(old, first, last, old_text.lines, new_lines, end, unmatched)
+        same = {piece.index for piece in pieces if type(piece) is _Same}
+        outside = {
+            name
+            for i, names in old.importing
+            if i < first or i > last or i in same
+            for name in names
+        }
         try:
-            code = compile_fragment(new_lines, start, end, path, old.flags, outside)
+            # Every gap is compiled knowing all the module's imports: a gap may use what
+            # another one imports. If the imports changed, the check below recompiles all.
+            compiled_gaps, stray = _compile_gaps(
+                pieces, first, new_lines, path, old.flags, old.imports()
+            )
         except SourceError:
             # Either a real error (the whole-file compile reports it with its true
             # position) or a fragment only valid in context: the whole file decides.
             return compile_cold(cache, path, data, digest)
-        # Segments start at definitions; if the edit removed the one this segment
-        # started at, its lines belong to the segment before: take that one in too.
-        if first == 0 or start in definition_lines(code, new_lines):
+        if stray is None:
             break
-        first -= 1
-    key = cache.fragment_key(path, start, text_digest(new_lines[start - 1 : end], old.flags))
-    fresh = split_segments(code, new_lines, start, end, old.flags, CodeRef(key))
+        # Segments start at definitions: lines that do not belong to the segment before
+        # them. Take that one in too (from the span, or the one before the span).
+        if stray == 0:
+            first -= 1
+        else:
+            unmatched.add(pieces[stray - 1].index)
+    fresh: list[Segment] = []
+    compiled = relocated = 0
+    for piece in pieces:
+        if type(piece) is _Same:  # found again, the same text: moved at most
+            segment = old.segments[piece.index]
+            shift = piece.new_start - segment.start
+            fresh.append(segment.moved(shift) if shift else segment)
+            relocated += count_units((segment,)) if shift else 0
+            continue
+        code = compiled_gaps[piece]
+        text = new_lines[piece.start - 1 : piece.end]
+        key = cache.fragment_key(path, piece.start, text_digest(text, old.flags))
+        made = split_segments(code, new_lines, piece.start, piece.end, old.flags, CodeRef(key))
+        cache.put_code(key, code)
+        compiled += count_units(made)
+        fresh += made
     if outside | {name for s in fresh for name in s.imports} != old.imports():
         # The module's imports changed, and with them the code of statements that
         # call methods on those names, wherever they are.
         return compile_cold(cache, path, data, digest)
-    cache.put_code(key, code)
     record = old.replaced(first, last, fresh, moved, digest)
     store(cache, record, data)
-    compiled = count_units(fresh)
-    relocated = count_units(moved) if delta else 0
+    relocated += count_units(moved) if delta else 0
     return Compiled(record, compiled, relocated, reused=record.unit_count - compiled - relocated)
+
+
+class _Same(namedtuple("_Same", "index new_start")):
+    """Old segment `index`, found unchanged in the new text, starting at `new_start`."""
+
+    __slots__ = ()
+
+
+class _Gap(namedtuple("_Gap", "start end")):
+    """New lines `start..end` (inclusive), compiled as one fragment."""
+
+    __slots__ = ()
+
+
+def _pieces(
+    old: ModuleRecord,
+    first: int,
+    last: int,
+    old_lines: list[str],
+    new_lines: list[str],
+    end: int,
+    unmatched: set[int],
+) -> list[_Same | _Gap]:
+    """The old segments `first..last` in new lines `old.segments[first].start..end`: those
+    found again with the same text, in order, and the gaps between them to compile.
+
+    An edit's span runs from its first changed line to its last: with several edits far
+    apart, most of the segments in between are still there, moved at most.
+    """
+    start = old.segments[first].start
+    candidates = [i for i in range(first, last + 1) if i not in unmatched]
+    heads = {old_lines[old.segments[i].start - 1] for i in candidates}
+    at: dict[str, list[int]] = {}  # head line -> the new lines it is on, ascending
+    for line in range(start, end + 1):
+        text = new_lines[line - 1]
+        if text in heads:
+            at.setdefault(text, []).append(line)
+    pieces: list[_Same | _Gap] = []
+    cursor = start
+    for i in candidates:
+        segment = old.segments[i]
+        text = old_lines[segment.start - 1 : segment.end]
+        lines = at.get(text[0], ())
+        for line in lines[bisect.bisect_left(lines, cursor) :]:
+            if line + len(text) - 1 > end:
+                break
+            if new_lines[line - 1 : line - 1 + len(text)] == text:
+                if line > cursor:
+                    pieces.append(_Gap(cursor, line - 1))
+                pieces.append(_Same(i, line))
+                cursor = line + len(text)
+                break
+    if cursor <= end:
+        pieces.append(_Gap(cursor, end))
+    return pieces
+
+
+def _compile_gaps(
+    pieces: list[_Same | _Gap],
+    first: int,
+    new_lines: list[str],
+    path: str,
+    flags: int,
+    imports: set[str],
+) -> tuple[dict[_Gap, CodeType], int | None]:
+    """Each gap's code, and the index of the first gap that does not start at a
+    definition (where a segment must start), if any; `SourceError` if one fails."""
+    codes: dict[_Gap, CodeType] = {}
+    for k, piece in enumerate(pieces):
+        if type(piece) is _Same:
+            continue
+        code = compile_fragment(new_lines, piece.start, piece.end, path, flags, imports)
+        at_module_start = k == 0 and first == 0
+        if not at_module_start and piece.start not in definition_lines(code, new_lines):
+            return codes, k
+        codes[piece] = code
+    return codes, None
 
 
 CodeIndex = dict[tuple[str, int], CodeType]

@@ -809,56 +809,31 @@ def test_worker_thread_sees_old_or_new_never_an_error(tmp_path: Path) -> None:
     assert value() == 50 and shifted(1000) == 1050
 
 
+MOVED_TAIL = """
+
+def make():
+    def inner():
+        return 2
+    return inner
+
+
+made = make()
+
+
+class Box:
+    def open(self):
+        return 3
+"""
+
+
 def test_moved_lines_shift_live_code_but_not_what_was_just_patched(tmp_path: Path) -> None:
-    src = Source(
-        tmp_path,
-        "hp_moved",
-        """\
-        def edited():
-            return 1
-
-
-        def make():
-            def inner():
-                return 2
-            return inner
-
-
-        made = make()
-
-
-        class Box:
-            def open(self):
-                return 3
-        """,
-    )
+    src = Source(tmp_path, "hp_moved", "def edited():\n    return 1\n" + MOVED_TAIL)
     m = src.module
     made, box_open, make_ = m.made, m.Box.open, m.make
     # Two lines added in edited(): lines 4.. of the old file move down by 2. The new
     # edited() reaches line 4, in the moved range: it must not be shifted again.
-    functions = src.swap(
-        """\
-        def edited():
-            x = 1
-            y = x
-            return y
-
-
-        def make():
-            def inner():
-                return 2
-            return inner
-
-
-        made = make()
-
-
-        class Box:
-            def open(self):
-                return 3
-        """,
-        "edited",
-    )
+    new_text = "def edited():\n    x = 1\n    y = x\n    return y\n" + MOVED_TAIL
+    functions = src.swap(new_text, "edited")
     patch = ModulePatch(src.name, str(src.path), functions, moved=((4, 16, 2),))
     report = _apply.apply(bundle(patch))
     assert report.patched == ("hp_moved:edited",)

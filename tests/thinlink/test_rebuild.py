@@ -201,6 +201,54 @@ def test_random_line_edits_match_a_cold_compile(cache, name):
     assert checked >= 5
 
 
+@pytest.mark.parametrize("name", ["argparse.py", "difflib.py", "dataclasses.py", "typing.py"])
+def test_several_edits_far_apart_match_a_cold_compile(cache, name):
+    """Two to five random line edits spread over the file at once (a checkout, a search
+    and replace): the segments between them are found again, not compiled."""
+    path = str(STDLIB / name)
+    original = Path(path).read_bytes()
+    rng = random.Random(f"many {name}")
+    for _ in range(15):
+        lines = original.decode().splitlines(keepends=True)
+        for i in sorted(rng.sample(range(len(lines)), rng.randint(2, 5)), reverse=True):
+            kind = rng.choice(["delete", "duplicate", "blank", "comment"])
+            if kind == "delete":
+                del lines[i]
+            elif kind == "duplicate":
+                lines.insert(i, lines[i])
+            elif kind == "blank":
+                lines.insert(i, "\n")
+            else:
+                lines.insert(i, "# note\n")
+        new = "".join(lines).encode()
+        try:
+            compile(new, path, "exec", dont_inherit=True)
+        except SyntaxError:
+            with pytest.raises(SourceError):
+                edit(cache, path, original, new)
+            continue
+        assert_same_as_cold(cache, edit(cache, path, original, new), path, new)
+
+
+def test_bodies_edited_far_apart_compile_only_their_segments(cache):
+    path = str(STDLIB / "argparse.py")
+    original = Path(path).read_bytes()
+    text = original.decode()
+    targets = ["def _get_formatter(self):", "def _get_values(self, action, arg_strings):"]
+    new = text
+    for head in targets:
+        assert text.count(head) == 1
+        new = new.replace(head, head + "\n        pass", 1)
+    done = edit(cache, path, original, new.encode())
+    assert_same_as_cold(cache, done, path, new.encode())
+    # Each edited method's class segment holds many units; only the segments of the two
+    # methods' classes are compiled, far fewer than the classes and functions between.
+    base = compile_cold(cache, path, original).record
+    edited = {base.segment_at(text[: text.index(h)].count("\n") + 1) for h in targets}
+    assert done.compiled == sum(1 + len(s.units) for s in edited)
+    assert done.compiled < base.unit_count // 3
+
+
 def test_records_round_trip_through_the_cache(cache):
     from thinlink.units import dump_record, load_record
 
