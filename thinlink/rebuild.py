@@ -129,6 +129,7 @@ def rebuild(
         else:
             unmatched.add(pieces[stray - 1].index)
     fresh: list[Segment] = []
+    fragments: list[tuple[str, CodeType]] = []
     compiled = relocated = 0
     for piece in pieces:
         if type(piece) is _Same:  # found again, the same text: moved at most
@@ -141,7 +142,7 @@ def rebuild(
         text = new_lines[piece.start - 1 : piece.end]
         key = cache.fragment_key(path, piece.start, text_digest(text, old.flags))
         made = split_segments(code, new_lines, piece.start, piece.end, old.flags, CodeRef(key))
-        cache.put_code(key, code)
+        fragments.append((key, code))
         compiled += count_units(made)
         fresh += made
     if outside | {name for s in fresh for name in s.imports} != old.imports():
@@ -149,7 +150,7 @@ def rebuild(
         # call methods on those names, wherever they are.
         return compile_cold(cache, path, data, digest)
     record = old.replaced(first, last, fresh, moved, digest)
-    store(cache, record, data)
+    store(cache, record, data, fragments=fragments)
     relocated += count_units(moved) if delta else 0
     return Compiled(record, compiled, relocated, reused=record.unit_count - compiled - relocated)
 
@@ -283,9 +284,18 @@ def _changed_segments(
     return first, last
 
 
-def store(cache: Cache, record: ModuleRecord, data: bytes, code: bytes | None = None) -> None:
-    """Put a module version in the cache: its source, record and (if given) code."""
+def store(
+    cache: Cache,
+    record: ModuleRecord,
+    data: bytes,
+    code: bytes | None = None,
+    fragments: list[tuple[str, CodeType]] = (),  # type: ignore[assignment]
+) -> None:
+    """Put a module version in the cache, in one transaction: its source, record, and
+    its whole code or the fragments just compiled (if given)."""
     with cache.transact():
+        for key, fragment in fragments:
+            cache.put_code(key, fragment)
         cache.put(cache.source_key(record.digest), data)
         if code is not None and record.whole is not None:
             cache.put(record.whole, code)

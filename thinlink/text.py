@@ -29,9 +29,25 @@ _STEPS = (4096, 64, 1)  # characters compared at a time when looking for a diffe
 def decode(data: bytes, path: str) -> str:
     """Source text as the import system decodes it (PEP 263 coding line, BOM)."""
     try:
-        return decode_source(data)
+        if b"coding" in data[: _second_line_end(data)]:
+            return decode_source(data)  # loads tokenize for the coding line: 3 ms, once
+        # No coding line: UTF-8, as decode_source reads it (BOM dropped, newlines
+        # made universal; like its newline decoder, a "\r" at the very end is dropped).
+        text = data.decode("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+        if "\r" in text:
+            text = text.removesuffix("\r").replace("\r\n", "\n").replace("\r", "\n")
+        return text
     except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
         raise SourceError(path, 1, 1, f"cannot decode source: {exc}") from None
+
+
+def _second_line_end(data: bytes) -> int:
+    """Where the second line of `data` ends (where a PEP 263 coding line may be)."""
+    first = data.find(b"\n")
+    if first < 0:
+        return len(data)
+    second = data.find(b"\n", first + 1)
+    return len(data) if second < 0 else second
 
 
 def split_lines(text: str) -> list[str]:

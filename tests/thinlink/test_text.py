@@ -71,3 +71,24 @@ def test_coding_line_and_bad_bytes() -> None:
     assert SourceText.decode(latin, "m.py").lines[1] == "name = 'café'\n"
     with pytest.raises(SourceError, match="m.py:1:1: cannot decode"):
         SourceText.decode(b"x = '\xff'\n", "m.py")
+
+
+PIECES_BYTES = [b"a", b"\r", b"\n", b"\xc3\xa9", b"#", b" coding: latin-1", b"\xef\xbb\xbf"]
+PIECES_BYTES += [b"\xff"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES_BYTES), max_size=10).map(b"".join))
+def test_decode_is_the_import_systems(data: bytes) -> None:
+    # Without a coding line thinlink decodes by itself (no tokenize import): the same text.
+    import importlib.util
+
+    try:
+        expected: str | None = importlib.util.decode_source(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        expected = None
+    if expected is None:
+        with pytest.raises(SourceError, match="cannot decode source"):
+            text_module.decode(data, "m.py")
+    else:
+        assert text_module.decode(data, "m.py") == expected
