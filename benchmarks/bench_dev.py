@@ -914,6 +914,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Started in the background by a shell (`cmd &`), this process ignores SIGINT, and so
+    # would every app it starts: the restart-based reloader's SIGINT would then wait out
+    # its timeout. A handler of our own is reset to the default in each child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.wait_load is not None:
         wait_for_quiet(args.wait_load, args.wait_max)
     load_start = round(os.getloadavg()[0], 2)

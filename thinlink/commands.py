@@ -109,6 +109,9 @@ def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> No
 @click.option("--poll", is_flag=True, default=None, help="Poll for changes (Docker/VM mounts).")
 @click.option("--no-restart", is_flag=True, default=None, help="Never restart the app.")
 @click.option(
+    "--keys", is_flag=True, default=None, help="Restart on rs + Enter typed on the terminal."
+)
+@click.option(
     "--address",
     help="Where processes connect: unix (default), tcp:127.0.0.1:PORT, or another host "
     "with --allow-remote.",
@@ -124,6 +127,7 @@ def dev(
     exclude: tuple[str, ...],
     poll: bool | None,
     no_restart: bool | None,
+    keys: bool | None,
     address: str | None,
     allow_remote: bool,
     verbose: bool,
@@ -146,6 +150,7 @@ def dev(
         poll=poll,
         restart=None if no_restart is None else not no_restart,
         address=address,
+        keys=keys,
     )
     _check_address(settings.address, allow_remote)
     target = ["-m", module, *args] if module is not None else list(args)

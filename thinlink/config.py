@@ -22,7 +22,9 @@ __all__ = [
     "dev_settings",
 ]
 
-KNOWN_KEYS = frozenset({"cache-dir", "watch", "include", "exclude", "poll", "restart", "address"})
+KNOWN_KEYS = frozenset(
+    {"cache-dir", "watch", "include", "exclude", "poll", "restart", "address", "keys"}
+)
 
 
 def pyproject_settings(root: str | os.PathLike[str]) -> dict[str, object]:
@@ -80,13 +82,14 @@ def cache_location(
 class DevSettings(Frozen):
     """What `thinlink dev` watches and how it behaves."""
 
-    __slots__ = ("watch", "include", "exclude", "poll", "restart", "address")
+    __slots__ = ("watch", "include", "exclude", "poll", "restart", "address", "keys")
     watch: tuple[Path, ...]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     poll: bool
     restart: bool
     address: str | None  # None: a Unix socket in a private directory
+    keys: bool  # `rs` + Enter on the terminal restarts the app
 
     def __init__(
         self,
@@ -96,8 +99,9 @@ class DevSettings(Frozen):
         poll: bool = False,
         restart: bool = True,
         address: str | None = None,
+        keys: bool = False,
     ) -> None:
-        super().__init__(watch, include, exclude, poll, restart, address)
+        super().__init__(watch, include, exclude, poll, restart, address, keys)
 
 
 def dev_settings(
@@ -109,6 +113,7 @@ def dev_settings(
     poll: bool | None = None,
     restart: bool | None = None,
     address: str | None = None,
+    keys: bool | None = None,
     cwd: Path | None = None,
 ) -> DevSettings:
     """Resolve each setting: the command line, then `THINLINK_*`, then pyproject, then
@@ -127,6 +132,7 @@ def dev_settings(
         "poll": poll,
         "restart": restart,
         "address": address,
+        "keys": keys,
     }
     file = pyproject_settings(root)
     where = f"{root / 'pyproject.toml'} [tool.thinlink]"
@@ -155,6 +161,7 @@ def dev_settings(
         poll=bool(chosen["poll"][0]),
         restart=bool(chosen["restart"][0]),
         address=chosen["address"][0],  # type: ignore[arg-type]
+        keys=bool(chosen["keys"][0]),
     )
 
 
@@ -209,4 +216,7 @@ _DEV_KINDS = {  # name: (from the environment, from pyproject, default)
     "poll": (_env_flag, _flag, False),
     "restart": (_env_flag, _flag, True),
     "address": (_env_text, _text, None),
+    # Off unless asked: an app that reads the terminal (input(), curses) would have to
+    # share its keys with thinlink dev.
+    "keys": (_env_flag, _flag, False),
 }

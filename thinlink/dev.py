@@ -102,6 +102,8 @@ class DevSession:
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_signal)
         watcher = threading.Thread(target=self._watch, name="thinlink-watch", daemon=True)
         threading.Thread(target=self._prewarm, args=(result.manifest,), daemon=True).start()
+        if self.settings.keys and _interactive():
+            threading.Thread(target=self._read_keys, name="thinlink-keys", daemon=True).start()
         try:
             self._start_app()
             watcher.start()
@@ -137,6 +139,11 @@ class DevSession:
             + (f"; exclude {' '.join(s.exclude)}" if s.exclude else "")
             + f"); build {manifest.build_id} of {len(manifest.modules)} modules"
         )
+        if self.settings.keys:
+            if _interactive():
+                console.info("  type rs + Enter to restart the app")
+            else:
+                console.warning("  keys: stdin is not a terminal, rs + Enter is off")
         if self.verbose:
             console.info(f"  patches on {self.server.address}")
 
@@ -202,6 +209,15 @@ class DevSession:
                 self._write_image(self.latest)
                 self.current = self.latest
             self._start_app()
+
+    def _read_keys(self) -> None:
+        """Restart by hand from the terminal (`--keys`): `rs` + Enter, as with nodemon.
+        Lines typed are read here, so an app reading the terminal would miss them."""
+        for line in sys.stdin:
+            if self._stop.is_set():
+                return
+            if line.strip() == "rs":
+                self.restart("restart asked for (rs)")
 
     def _on_signal(self, sig: int, frame: object) -> None:
         if hasattr(signal, "SIGHUP") and sig == signal.SIGHUP:
@@ -453,6 +469,14 @@ def _no_gc() -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
+
+
+def _interactive() -> bool:
+    """stdin is a terminal (the keys a developer types reach `thinlink dev`)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        return False
 
 
 def _kill_group(pgid: int, sig: int) -> bool:

@@ -1,12 +1,14 @@
 """Compiling one module: whole (cold) or just the segments an edit touched.
 
 `compile_cold` compiles a file whole and derives its record. `rebuild` takes the
-previous record and text of the same file, finds the changed lines (common prefix
-and suffix), recompiles only the segments they fall in, and shifts the segments
-below by the number of lines added or removed: relocated, not recompiled. Anything
-it cannot localise safely (no previous version, `__future__` imports edited, a
-fragment that does not compile on its own) falls back to `compile_cold`, so the
-result is always what compiling the whole file gives.
+previous record and text of the same file and finds the changed lines (common prefix
+and suffix: one span from the first edit to the last). Inside the span, old segments
+whose text is still there are found again and moved; only the gaps between them are
+compiled (one gap for a single edit, several for edits far apart). The segments below
+the span shift by the number of lines added or removed: relocated, not recompiled.
+Anything it cannot localise safely (no previous version, `__future__` imports edited,
+the module's imports changed, a gap that does not compile on its own) falls back to
+`compile_cold`, so the result is always what compiling the whole file gives.
 """
 
 from __future__ import annotations

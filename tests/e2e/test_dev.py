@@ -446,6 +446,24 @@ while _client._channel is None and time.monotonic() < deadline:
 """
 
 
+def test_rs_and_enter_on_the_terminal_restarts_the_app(dev, project: Path) -> None:
+    master, slave = pty.openpty()  # thinlink dev's stdin is a terminal
+    try:
+        app = dev("--keys", "app.py", stdin=slave)
+        first = started(app)
+        app.wait_err(r"type rs \+ Enter to restart the app")
+        os.write(master, b"something else\n")
+        os.write(master, b"rs\n")
+        app.wait_err(r"restarting: restart asked for \(rs\)")
+        wait_until(lambda: len(starts(app)) == 2, what="a second start")
+        assert starts(app)[0] == first != starts(app)[1]
+        edit(project / "mod.py", '"one"', '"two"')  # and the new app is patched as usual
+        value_after(app, "two")
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_a_patch_that_fails_in_some_processes_restarts_the_app(dev, project: Path) -> None:
     write(
         project,

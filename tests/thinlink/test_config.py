@@ -34,7 +34,13 @@ def pyproject(root: Path, text: str) -> None:
 
 def test_defaults(root: Path) -> None:
     assert dev_settings(root) == DevSettings(
-        watch=(root,), include=("*.py",), exclude=(), poll=False, restart=True, address=None
+        watch=(root,),
+        include=("*.py",),
+        exclude=(),
+        poll=False,
+        restart=True,
+        address=None,
+        keys=False,
     )
 
 
@@ -44,6 +50,7 @@ LAYERS = [
     ("exclude", ("cli/*",), "env/*", ("env/*",), '["file/*", "x"]', ("file/*", "x")),
     ("poll", True, "no", False, "true", True),
     ("restart", False, "on", True, "false", False),
+    ("keys", True, "no", False, "true", True),
     ("address", "tcp:127.0.0.1:1", "tcp:127.0.0.1:2", "tcp:127.0.0.1:2", '"unix"', "unix"),
 ]
 
