@@ -43,9 +43,6 @@ class Unit(namedtuple("Unit", "qualname kind lineno digest")):
 
     __slots__ = ()
 
-    def moved(self, delta: int) -> Unit:
-        return Unit(self.qualname, self.kind, self.lineno + delta, self.digest)
-
 
 class CodeRef(namedtuple("CodeRef", "key delta", defaults=(0,))):
     """Where a segment's compiled code lives in the cache.
