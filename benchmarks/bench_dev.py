@@ -190,7 +190,6 @@ def reports(result):
 timed(thinlink.dev, "_settle", "settle")
 timed(thinlink.build, "discover", "discover")
 timed(thinlink.rebuild, "rebuild", "rebuild()")  # build.py imports it when first needed
-timed(thinlink.rebuild, "store", "store")
 timed(thinlink.cache.Cache, "flush", "flush")
 timed(thinlink.manifest.BuildStore, "flush", "store flush")
 timed(thinlink.manifest.BuildStore, "save", "manifest save")

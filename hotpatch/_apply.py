@@ -12,11 +12,13 @@ added again.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
 import threading
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from time import perf_counter, sleep
 from types import CodeType, ModuleType
@@ -32,7 +34,7 @@ from ._report import PatchReport
 from ._transaction import Transaction
 from .bundle import Bundle, ModulePatch, Statement, load
 
-__all__ = ["LOCK", "apply", "current_build", "rollback", "set_build"]
+__all__ = ["LOCK", "apply", "current_build", "no_gc", "rollback", "set_build"]
 
 LOCK = threading.RLock()  # serialises apply/rollback (re-entrant: a callback may apply)
 
@@ -66,10 +68,18 @@ def apply(
     # No garbage collection while patching: a patch allocates thousands of objects
     # (relocated code, undo records), and a full collection of a large app's heap in
     # the middle would be most of the patch's time.
+    with no_gc():
+        return _apply(source, key)
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Garbage collection off inside the block (and back on after, if it was on): for
+    latency-bound work that allocates much. Garbage made meanwhile is collected after."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _apply(source, key)
+        yield
     finally:
         if collecting:
             gc.enable()

@@ -16,7 +16,6 @@ build is brought up to date when it says hello.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import queue
@@ -25,10 +24,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import hotpatch
+from hotpatch._apply import no_gc
 from hotpatch._protocol import new_secret
 from hotpatch.bundle import encode
 
@@ -277,7 +276,9 @@ class DevSession:
     def on_change(self, paths: set[str]) -> None:
         """Rebuild `paths`, and patch (or restart) the app. Public for tests."""
         started = time.perf_counter()
-        with self._build_lock, _no_gc():
+        # No collection of the session's heap (records of every module) from a save to its
+        # patch sent: it would be most of the patch's latency.
+        with self._build_lock, no_gc():
             try:
                 self._patch(paths, started)
             finally:
@@ -455,20 +456,6 @@ class DevSession:
         tmp.unlink(missing_ok=True)
         os.symlink(built, tmp)
         os.replace(tmp, self.image)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """No garbage collection from a save to its patch sent: a collection of the
-    session's heap (records of every module) would be most of a patch's latency.
-    What became garbage meanwhile is collected after."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _interactive() -> bool:

@@ -83,3 +83,21 @@ def thinlink(thinlink_prefix: list[str]) -> Run:
         return run_command([*thinlink_prefix, *args], cwd)
 
     return run
+
+
+@pytest.fixture
+def dev_apps():
+    """`dev_apps(root, *args, **kwargs)`: start `thinlink dev ARGS` in `root` (a `DevApp`);
+    every session started is closed at the end of the test."""
+    from .devapp import DevApp  # devapp imports this module
+
+    sessions: list[DevApp] = []
+
+    def start(root: Path, *args: str, **kwargs) -> DevApp:
+        session = DevApp(root, *args, **kwargs)
+        sessions.append(session)
+        return session
+
+    yield start
+    for session in sessions:
+        session.close()

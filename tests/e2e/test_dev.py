@@ -70,18 +70,13 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dev(project: Path):
+def dev(project: Path, dev_apps):
     """`dev(*args, root=project)`: start `thinlink dev ARGS`; every session is closed."""
-    sessions: list[DevApp] = []
 
     def start(*args: str, root: Path = project, **kwargs) -> DevApp:
-        session = DevApp(root, *args, **kwargs)
-        sessions.append(session)
-        return session
+        return dev_apps(root, *args, **kwargs)
 
-    yield start
-    for session in sessions:
-        session.close()
+    return start
 
 
 def started(app: DevApp) -> int:

@@ -33,18 +33,9 @@ def copy_example(name: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dev():
+def dev(dev_apps):
     """`dev(root, *args)`: start `thinlink dev ARGS` in `root`; all stopped at the end."""
-    sessions: list[DevApp] = []
-
-    def start(root: Path, *args: str, **kwargs) -> DevApp:
-        session = DevApp(root, *args, **kwargs)
-        sessions.append(session)
-        return session
-
-    yield start
-    for session in sessions:
-        session.close()
+    return dev_apps
 
 
 # -- examples/loop ----------------------------------------------------------------------

@@ -419,6 +419,19 @@ def wait_for_client(server: DevServer, pid: int):  # noqa: ANN201
     raise AssertionError(f"process {pid} did not connect to {server.address}")
 
 
+def assert_an_app_is_patched_through(server: DevServer, tmp_path) -> None:
+    """A real app connects to `server`, takes one patch, and stops cleanly."""
+    app = App(tmp_path, server.address, server.secret)
+    try:
+        client = wait_for_client(server, app.proc.pid)
+        report = server.send(client, app.bundle(7, target="build-b"))
+        assert report is not None and report["patched"] == ["__main__:answer"]
+        assert app.answer() == 7
+        assert app.stop() == []
+    finally:
+        app.kill()
+
+
 def test_dev_server_listens_on_a_unix_socket_in_a_private_directory(tmp_path):
     server = DevServer(new_secret())
     path = Path(server.address.removeprefix("unix:"))
@@ -428,15 +441,7 @@ def test_dev_server_listens_on_a_unix_socket_in_a_private_directory(tmp_path):
         assert stat.S_IMODE(directory.st_mode) == 0o700
         assert directory.st_uid == os.getuid()
         assert stat.S_ISSOCK(os.stat(path).st_mode)
-        app = App(tmp_path, server.address, server.secret)
-        try:
-            client = wait_for_client(server, app.proc.pid)
-            report = server.send(client, app.bundle(7, target="build-b"))
-            assert report is not None and report["patched"] == ["__main__:answer"]
-            assert app.answer() == 7
-            assert app.stop() == []
-        finally:
-            app.kill()
+        assert_an_app_is_patched_through(server, tmp_path)
     finally:
         server.close()
     assert not path.exists() and not path.parent.exists()
@@ -454,15 +459,7 @@ def test_dev_server_listens_on_loopback_tcp(tmp_path, host):
     try:
         assert re.fullmatch(rf"tcp:{re.escape(host)}:\d+", server.address), server.address
         assert server.sock.getsockname()[0] == host.strip("[]")
-        app = App(tmp_path, server.address, server.secret)
-        try:
-            client = wait_for_client(server, app.proc.pid)
-            report = server.send(client, app.bundle(7, target="build-b"))
-            assert report is not None and report["patched"] == ["__main__:answer"]
-            assert app.answer() == 7
-            assert app.stop() == []
-        finally:
-            app.kill()
+        assert_an_app_is_patched_through(server, tmp_path)
     finally:
         server.close()
 

@@ -155,13 +155,18 @@ def test_frames_round_trip_both_ways_with_every_kind():
         assert server.receive() == (REPORT, b"{}")
 
 
-def test_accept_and_connect_agree_on_a_fresh_key_per_connection(tmp_path):
-    path = str(tmp_path / "s")
+def unix_listener(path: str) -> socket.socket:
+    """A listening Unix socket at `path` whose accept() times out."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen()
     listener.settimeout(TIMEOUT)
-    with listener:
+    return listener
+
+
+def test_accept_and_connect_agree_on_a_fresh_key_per_connection(tmp_path):
+    path = str(tmp_path / "s")
+    with unix_listener(path) as listener:
         secret, keys = new_secret(), []
         accepted: queue.Queue[Channel] = queue.Queue()
         for _ in range(2):
@@ -299,11 +304,7 @@ def test_a_truncated_frame_is_a_protocol_error_and_a_clean_close_is_eof():
 def test_connect_to_a_server_that_closes_before_its_nonce_is_a_connection_error(tmp_path):
     # An OSError, which the client's reconnect loop retries (an EOFError killed it).
     path = str(tmp_path / "s")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen()
-    listener.settimeout(TIMEOUT)
-    with listener:
+    with unix_listener(path) as listener:
         for sent in (b"", b"half"):
             done = threading.Event()
 
