@@ -220,8 +220,8 @@ def _edit_thinlink(b: Bench, tree: Path, edit: Edit, original: str) -> dict:
 def _edit_rebuild_in_process(b: Bench, tree: Path, edit: Edit, original: str) -> None:
     """thinlink's rebuild of the edited module from its previous version (the work a
     build does for it, storing included), repeated in this process like py_compile."""
-    from thinlink.cache import Cache
-    from thinlink.rebuild import compile_cold, rebuild
+    from thinlink.build.cache import Cache
+    from thinlink.build.rebuild import compile_cold, rebuild
 
     path = os.path.realpath(tree / edit.path)
     old, new = original.encode(), edit.apply(original, -1).encode()

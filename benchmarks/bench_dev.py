@@ -132,8 +132,9 @@ if __name__ == "__main__":
 # Runs `thinlink dev` with timestamps around its stages; one JSON line per patch on stderr.
 PROFILE_WRAPPER = """\
 import json, sys, time
-import thinlink.build, thinlink.cache, thinlink.dev, thinlink.manifest, thinlink.rebuild
-import thinlink.server
+import thinlink.build.builder, thinlink.build.cache, thinlink.build.manifest
+import thinlink.build.rebuild, thinlink.dev.session
+import thinlink.dev.server
 from thinlink.cli import main
 
 stamps = {}
@@ -187,17 +188,17 @@ def reports(result):
         for r in result
     ]
 
-timed(thinlink.dev, "_settle", "settle")
-timed(thinlink.build, "discover", "discover")
-timed(thinlink.rebuild, "rebuild", "rebuild()")  # build.py imports it when first needed
-timed(thinlink.cache.Cache, "flush", "flush")
-timed(thinlink.manifest.BuildStore, "flush", "store flush")
-timed(thinlink.manifest.BuildStore, "save", "manifest save")
-timed(thinlink.manifest.BuildStore, "set_ref", "refs")
+timed(thinlink.dev.session, "_settle", "settle")
+timed(thinlink.build.builder, "discover", "discover")
+timed(thinlink.build.rebuild, "rebuild", "rebuild()")  # build.py imports it when first needed
+timed(thinlink.build.cache.Cache, "flush", "flush")
+timed(thinlink.build.manifest.BuildStore, "flush", "store flush")
+timed(thinlink.build.manifest.BuildStore, "save", "manifest save")
+timed(thinlink.build.manifest.BuildStore, "set_ref", "refs")
 timed(thinlink.build.Builder, "build", "build")
-timed(thinlink.dev, "make_patch", "make_patch")
-timed(thinlink.dev, "encode", "encode")
-timed(thinlink.server.DevServer, "broadcast", "broadcast", reports)
+timed(thinlink.dev.session, "make_patch", "make_patch")
+timed(thinlink.dev.session, "encode", "encode")
+timed(thinlink.dev.server.DevServer, "broadcast", "broadcast", reports)
 sys.argv = ["thinlink", *sys.argv[1:]]
 main()
 """

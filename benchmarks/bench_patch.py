@@ -397,7 +397,7 @@ class Maker:
         self.project = Project(root, cache_dir=cache_dir)
         self.builder = None
         if via == "dev":
-            from thinlink.build import Builder
+            from thinlink.build.builder import Builder
 
             self.builder = Builder(self.project.root, self.project.cache_dir, memo=True)
 
@@ -409,7 +409,7 @@ class Maker:
     def patch(self, old, new):  # noqa: ANN001, ANN201
         if self.builder is None:
             return self.project.patch(old, new)
-        from thinlink.patch import make_patch
+        from thinlink.patches.make import make_patch
 
         return make_patch(self.builder.cache, old, new)
 

@@ -25,7 +25,6 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from . import _jumptable
-from ._code import relocate
 from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
@@ -33,6 +32,7 @@ from ._locate import closures_of, imports_name, index_module, module_files
 from ._report import PatchReport
 from ._transaction import Transaction
 from .bundle import Bundle, ModulePatch, Statement, load
+from .relocation import relocate
 
 __all__ = ["LOCK", "apply", "current_build", "no_gc", "rollback", "set_build"]
 

@@ -18,8 +18,8 @@ __all__ = ["start"]
 def start() -> None:
     image_path = os.environ.get("HOTPATCH_IMAGE")
     if image_path:
-        from ._image import ImageError, read_image
         from ._loader import install
+        from .image import ImageError, read_image
 
         try:
             image = read_image(image_path)

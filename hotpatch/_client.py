@@ -19,7 +19,7 @@ import time
 import traceback
 
 from . import _jumptable
-from ._protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, connect
+from .protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, connect
 
 __all__ = ["start", "running"]
 

@@ -29,7 +29,7 @@ import os
 import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
-from ._image import Image, ImageEntry, source_digest
+from .image import Image, ImageEntry, source_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def module_build(name: str) -> str | None:
     """Return the build id the module ``name`` was loaded from, or None if it was compiled.
 
     ``name`` is the module's spec name (``module.__spec__.name``; "__main__" for a script
-    run by `hotpatch._boot`). None also for modules that are not the project's.
+    run by `hotpatch.boot`). None also for modules that are not the project's.
     """
     return _from_build.get(name)
 

@@ -126,8 +126,8 @@ def _module_code(module: ModuleType) -> CodeType | None:
     # Imported here: these modules are loaded already (the loader is how modules got here).
     from importlib.machinery import SourceFileLoader, SourcelessFileLoader
 
-    from ._image import source_digest
     from ._loader import BuildLoader
+    from .image import source_digest
 
     loader = getattr(module, "__loader__", None)
     if isinstance(loader, BuildLoader):

@@ -7,14 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .build import Builder, BuildResult
+from thinlink.build.builder import Builder, BuildResult
 
 if TYPE_CHECKING:
-    from .patch import PatchResult
+    from thinlink.patches.make import PatchResult
+from thinlink.build.manifest import BuildStore, Manifest
+from thinlink.build.sources import find_root
+
 from .config import cache_dir_for
 from .errors import BuildFailed
-from .manifest import BuildStore, Manifest
-from .sources import find_root
 
 __all__ = ["Project"]
 
@@ -65,7 +66,7 @@ class Project:
         `SourceError`-carrying `BuildFailed` is raised when the working tree does not
         build; nothing changes then (the last good build stays what it was).
         """
-        from .patch import make_patch
+        from thinlink.patches.make import make_patch
 
         base = old if isinstance(old, Manifest) else self.manifest(old)
         if new is None:

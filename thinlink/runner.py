@@ -21,9 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import _STARTUP_MODULES
-from .build import Builder, BuildResult
-from .image import ensure_image, image_path
+from thinlink import _STARTUP_MODULES
+from thinlink.build.builder import Builder, BuildResult
+from thinlink.build.image import ensure_image, image_path
 
 __all__ = ["run_program", "purge_tool_modules"]
 
@@ -42,7 +42,8 @@ def run_program(
     args: list[str],
 ) -> None:
     """Run SCRIPT or `-m` MODULE with `args`; returns or raises SystemExit like python."""
-    from hotpatch import _boot
+    from hotpatch import boot
+
 
     image = image_path(builder.cache_dir, result.manifest)
     if not image.exists():
@@ -53,10 +54,10 @@ def run_program(
     # `hotpatch.call` goes through the jump table (children inherit this).
     os.environ["HOTPATCH_ENABLED"] = "1"
     if module is not None:
-        _boot.run_module(str(image), module, args)
+        boot.run_module(str(image), module, args)
     else:
         assert script is not None
-        _boot.run_script(str(image), script, args)
+        boot.run_script(str(image), script, args)
 
 
 def purge_tool_modules(project_modules: set[str]) -> list[str]:

@@ -4,9 +4,9 @@ and real sockets (Unix sockets in private temporary directories, and loopback TC
 - `import hotpatch` opens nothing: no threads, sockets, file descriptors or hooks.
 - The dev server listens on a Unix socket in a 0700 directory, or on loopback TCP; any
   other address needs `--allow-remote` and prints a warning.
-- A real app process (a script run by `python -m hotpatch._boot` with its patch client)
+- A real app process (a script run by `python -m hotpatch.boot` with its patch client)
   is connected to a dev server the test controls (`Server`: a listening socket, the real
-  `hotpatch._protocol.accept`, and frames also written by hand). Every bad frame it is
+  `hotpatch.protocol.accept`, and frames also written by hand). Every bad frame it is
   sent is dropped with exactly one line on its stderr; it keeps running on unchanged
   code (we ask it), reconnects, and a valid patch then applies. A patch for another
   build is refused and reported back.
@@ -35,7 +35,8 @@ from typing import IO
 
 import pytest
 
-from hotpatch._protocol import (
+from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, encode
+from hotpatch.protocol import (
     BYE,
     HELLO,
     MAX_PAYLOAD,
@@ -49,10 +50,10 @@ from hotpatch._protocol import (
     connect,
     new_secret,
 )
-from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, encode
-from thinlink.cli import _check_address, main
+from thinlink.cli import main
+from thinlink.cli.commands import _check_address
+from thinlink.dev.server import DevServer
 from thinlink.errors import ConfigError
-from thinlink.server import DevServer
 
 from .conftest import ENV
 
@@ -81,7 +82,7 @@ for line in sys.stdin:
 
 
 class App:
-    """The app: `python -m hotpatch._boot app.py` with a patch client for `address`. It
+    """The app: `python -m hotpatch.boot app.py` with a patch client for `address`. It
     prints `answer()` for each line it reads, and exits at the end of its input."""
 
     def __init__(self, tmp_path: Path, address: str, secret: bytes) -> None:
@@ -94,7 +95,7 @@ class App:
             "HOTPATCH_ENABLED": "1",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hotpatch._boot", str(self.script)],
+            [sys.executable, "-m", "hotpatch.boot", str(self.script)],
             cwd=tmp_path,
             env=env,
             stdin=subprocess.PIPE,
@@ -277,7 +278,7 @@ class Server:
         return conn
 
     def accept(self) -> Link:
-        """The app's next connection, set up by `hotpatch._protocol.accept`, after its hello."""
+        """The app's next connection, set up by `hotpatch.protocol.accept`, after its hello."""
         conn = self.accept_raw()
         tap = Tap(conn)
         channel = accept(tap, self.secret)  # type: ignore[arg-type]
@@ -396,7 +397,7 @@ def test_importing_hotpatch_opens_nothing(tmp_path, session_in_env):
         assert result["after"] == result["before"]  # threads, hooks, fds
         assert result["before"]["threads"] == ["MainThread"]
         assert result["hot_is_f"] and result["call"] == 5 and not result["enabled"]
-        for heavy in ("socket", "hotpatch._client", "hotpatch._protocol", "hotpatch._apply"):
+        for heavy in ("socket", "hotpatch._client", "hotpatch.protocol", "hotpatch._apply"):
             assert heavy not in result["new_modules"]
         assert done.stderr == ""
         server.listener.setblocking(False)
@@ -814,7 +815,7 @@ HELLO_ATTACKS: list[tuple[str, HelloAttack, str]] = [
 def test_dev_server_drops_a_bad_connection_with_one_log_line(caplog, attack, message):
     secret = new_secret()
     server = DevServer(secret)
-    caplog.set_level(logging.WARNING, logger="thinlink.server")
+    caplog.set_level(logging.WARNING, logger="thinlink.dev.server")
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(TIMEOUT)
@@ -827,7 +828,7 @@ def test_dev_server_drops_a_bad_connection_with_one_log_line(caplog, attack, mes
         wait_closed(conn)
         conn.close()
         assert server.connected() == []
-        records = [r for r in caplog.records if r.name == "thinlink.server"]
+        records = [r for r in caplog.records if r.name == "thinlink.dev.server"]
         assert len(records) == 1, records
         assert message in records[0].getMessage()
         # A proper client still gets in.

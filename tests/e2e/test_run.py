@@ -94,7 +94,7 @@ PROJECT_MODULES += ["app_ns.part", "probe"]
 # What the interpreter may hold at the program's start under thinlink and not under
 # python: the runtime and what it imports, and what the entry point imported before
 # thinlink (the console script imports re; python -m imports runpy).
-RUNTIME_IMPORTS = "import re, runpy, threading, hotpatch._boot"
+RUNTIME_IMPORTS = "import re, runpy, threading, hotpatch.boot"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``python -m hotpatch._boot``, end to end: each program runs as under plain ``python``.
+"""``python -m hotpatch.boot``, end to end: each program runs as under plain ``python``.
 
 Every test runs the same program twice in real subprocesses, once with ``python`` and
 once through the boot with a build image, and compares what they print.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hotpatch._boot import main
-from hotpatch._image import Image, ImageEntry, source_digest, write_image
+from hotpatch.boot import main
+from hotpatch.image import Image, ImageEntry, source_digest, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {
@@ -127,7 +127,7 @@ def python(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 def boot(*args, cwd: Path, image: Path | None, options=()) -> subprocess.CompletedProcess:
     image_args = [] if image is None else ["--image", image]
-    return python(*options, "-m", "hotpatch._boot", *image_args, *args, cwd=cwd)
+    return python(*options, "-m", "hotpatch.boot", *image_args, *args, cwd=cwd)
 
 
 def same(plain, booted) -> None:
@@ -376,4 +376,4 @@ def test_usage_errors(args, message, capsys):
         main(args)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: python -m hotpatch._boot") and err.endswith(f"{message}\n")
+    assert err.startswith("usage: python -m hotpatch.boot") and err.endswith(f"{message}\n")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from hotpatch._image import (
+from hotpatch.image import (
     MAGIC,
     Image,
     ImageEntry,

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from hotpatch._image import Image, ImageEntry, source_digest
 from hotpatch._loader import (
     BuildFinder,
     BuildLoader,
@@ -26,6 +25,7 @@ from hotpatch._loader import (
     module_build,
     uninstall,
 )
+from hotpatch.image import Image, ImageEntry, source_digest
 
 
 def build_image(root: Path, build_id: str = "b1", code_from: dict[str, str] | None = None) -> Image:

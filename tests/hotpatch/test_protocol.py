@@ -1,7 +1,7 @@
 """The dev protocol's frames over real socket pairs: the wire format, every way a frame can
 be bad (each refused with `ProtocolError` before its payload is used), and fuzzing.
 
-Frames are also built here by hand, from the format in `hotpatch._protocol`'s docstring
+Frames are also built here by hand, from the format in `hotpatch.protocol`'s docstring
 (`frame()`), so the tests check the documented layout rather than the code against itself.
 """
 
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hotpatch._protocol import (
+from hotpatch.protocol import (
     BYE,
     HELLO,
     MAX_PAYLOAD,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from thinlink import Project
-from thinlink import cache as cache_module
-from thinlink import manifest as manifest_module
-from thinlink.build import BuildResult
+from thinlink.build import cache as cache_module
+from thinlink.build import manifest as manifest_module
+from thinlink.build.builder import BuildResult
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FIELDS = {"build_id", "modules", "units", "compiled", "reused", "relocated", "failed", "seconds"}
@@ -498,8 +498,8 @@ def test_a_manifest_of_the_previous_format_is_read_and_replaced(root, tmp_path):
 def test_a_session_records_its_builds_after_flushing(tmp_path):
     """thinlink dev writes behind: a save's records, manifest and refs reach the disk after
     its patch went out; meanwhile the session reads them from memory."""
-    from thinlink.build import Builder
-    from thinlink.manifest import BuildStore
+    from thinlink.build.builder import Builder
+    from thinlink.build.manifest import BuildStore
 
     root = tmp_path / "proj"
     write(root, "m.py", MODULE)

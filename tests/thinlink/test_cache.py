@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from thinlink import cache as cache_module
-from thinlink.cache import INTERPRETER_TAG, Cache
+from thinlink.build import cache as cache_module
+from thinlink.build.cache import INTERPRETER_TAG, Cache
 
 BIG = 2**20 + 1000  # above diskcache's disk_min_file_size here: stored in a value file
 
@@ -186,7 +186,7 @@ def test_clear_removes_everything(cache):
 
 
 def test_write_behind_keeps_writes_in_memory_until_flushed(tmp_path):
-    from thinlink.units import CodeRef, ModuleRecord, Segment, Unit
+    from thinlink.build.units import CodeRef, ModuleRecord, Segment, Unit
 
     record = ModuleRecord(
         "/p/m.py", "d1", 0, (Segment(1, 3, "s", CodeRef("k"), (Unit("f", "function", 1, "u"),)),)
@@ -226,7 +226,7 @@ def test_write_behind_needs_memo(cache):
 
 def test_the_storage_format_is_in_every_key():
     # A record format change must make old records, refs and manifests unreachable.
-    from thinlink import manifest, units
+    from thinlink.build import manifest, units
 
     assert units._RECORD_FORMAT == manifest.STORAGE_FORMAT
     assert f"-s{manifest.STORAGE_FORMAT}" in INTERPRETER_TAG

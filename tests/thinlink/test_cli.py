@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from thinlink.cache import Cache
+from thinlink.build.cache import Cache
+from thinlink.build.manifest import BuildStore
 from thinlink.cli import main
-from thinlink.manifest import BuildStore
 
 HELP = Path(__file__).with_name("cli_help.txt")
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -413,7 +413,7 @@ def test_a_build_killed_half_way_leaves_the_cache_usable(tmp_path, capsys, subpr
 def click_cli(capsys, *args: str | os.PathLike[str]) -> tuple[int, str, str]:
     """Run `thinlink ARGS` through the click application, as main() does for anything
     but a plain build."""
-    from thinlink.commands import cli as application
+    from thinlink.cli.commands import cli as application
 
     with pytest.raises(SystemExit) as info:
         main_via_click = application.main

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from thinlink.compiler import (
+from thinlink.build.compiler import (
     FUTURE_MASK,
     compile_module,
     find_code,
@@ -12,7 +12,7 @@ from thinlink.compiler import (
     split_lines,
     split_segments,
 )
-from thinlink.units import CodeRef, Unit
+from thinlink.build.units import CodeRef, Unit
 
 
 def units_of(src: str) -> dict[str, Unit]:
@@ -130,7 +130,7 @@ def test_frozenset_constants_digest_the_same_in_every_process(python, subprocess
     import subprocess
 
     script = (
-        "from thinlink.compiler import *; from thinlink.units import CodeRef\n"
+        "from thinlink.build.compiler import *; from thinlink.build.units import CodeRef\n"
         'src = \'def f(x):\\n    return x in {"a", "b", "c", "d", "e"}\\n\'\n'
         "c = compile_module(src, 'm.py'); lines = split_lines(src)\n"
         "print(split_segments(c, lines, 1, len(lines), 0, CodeRef('k'))[0].units[0].digest)\n"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from thinlink.cache import Cache
+from thinlink.build.cache import Cache
+from thinlink.build.rebuild import compile_cold, rebuild, unit_code
 from thinlink.errors import SourceError
-from thinlink.rebuild import compile_cold, rebuild, unit_code
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -248,7 +248,7 @@ def test_bodies_edited_far_apart_compile_only_their_segments(cache):
 
 
 def test_records_round_trip_through_the_cache(cache):
-    from thinlink.units import dump_record, load_record
+    from thinlink.build.units import dump_record, load_record
 
     path = str(STDLIB / "textwrap.py")
     record = compile_cold(cache, path, Path(path).read_bytes()).record

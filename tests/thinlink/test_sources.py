@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thinlink.sources import discover, find_root, module_name
+from thinlink.build.sources import discover, find_root, module_name
 
 
 def write(root: Path, *names: str, text: str = "x = 1\n") -> None:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinlink import text as text_module
+from thinlink.build import text as text_module
+from thinlink.build.text import SourceText, split_lines
 from thinlink.errors import SourceError
-from thinlink.text import SourceText, split_lines
 
 # Pieces that make line structure interesting: bare newlines, unterminated tails, form
 # feeds and Unicode separators (lines for str.splitlines, not for the tokenizer).

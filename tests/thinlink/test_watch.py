@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import watchfiles
 
-from thinlink.watch import SourceFilter, poll_changes
+from thinlink.dev.watch import SourceFilter, poll_changes
 
 MODIFIED = watchfiles.Change.modified
 

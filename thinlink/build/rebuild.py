@@ -18,7 +18,7 @@ import marshal
 from collections import namedtuple
 from types import CodeType
 
-from hotpatch._image import source_digest
+from hotpatch.image import source_digest
 
 from .cache import Cache
 from .compiler import (
@@ -30,7 +30,7 @@ from .compiler import (
     split_segments,
     text_digest,
 )
-from .errors import SourceError
+from thinlink.errors import SourceError
 from .text import LineSpan, decode, split_lines
 from .units import CodeRef, ModuleRecord, Segment, Unit, count_units
 

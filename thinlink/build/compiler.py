@@ -26,9 +26,9 @@ from types import CodeType
 
 import xxhash
 
-from hotpatch._code import firstlineno_const, relocate
+from hotpatch.relocation import firstlineno_const, relocate
 
-from .errors import SourceError
+from thinlink.errors import SourceError
 from .text import split_lines  # noqa: F401 - its home was here; kept importable from here
 from .units import CodeRef, Segment, Unit
 

@@ -31,7 +31,7 @@ import time
 
 from hotpatch._frozen import Frozen
 
-from .errors import SourceError, ThinlinkError
+from thinlink.errors import SourceError, ThinlinkError
 from .manifest import BuildStore, Manifest, ModuleEntry, fingerprint, make_build_id
 from .sources import SourceFile, discover
 
@@ -457,8 +457,8 @@ def _read_source(path: str) -> bytes:
 
 
 def _source_digest(data: bytes) -> str:
-    # The runtime's digest (hotpatch._image), imported for the first changed file.
-    from hotpatch._image import source_digest
+    # The runtime's digest (hotpatch.image), imported for the first changed file.
+    from hotpatch.image import source_digest
 
     return source_digest(data)
 
@@ -478,7 +478,7 @@ def _database_state(cache_dir: str | os.PathLike[str]) -> str | None:
     tick (Linux before 6.13 stamps files with a coarse clock), a write in the same tick
     as this was taken goes unseen; that is another process writing as this one ends,
     and what it writes is checksummed like everything else. (The files are where
-    `thinlink.cache` keeps its diskcache store: `objects/cache.db`.)
+    `thinlink.build.cache` keeps its diskcache store: `objects/cache.db`.)
     """
     database = os.path.join(cache_dir, "objects", "cache.db")
     parts = []

@@ -7,7 +7,7 @@ next safe point, or at once) and answers with its report. A syntax error sends
 nothing; the next good save patches from the last good build. A change that cannot
 be patched restarts the app (unless `--no-restart`).
 
-Processes: the app runs in its own process group, started through `hotpatch._boot`
+Processes: the app runs in its own process group, started through `hotpatch.boot`
 on the session's build image. The processes it starts find the session in their
 environment (`HOTPATCH_ADDRESS`, `HOTPATCH_SECRET`, `HOTPATCH_IMAGE`, and the
 `sitecustomize` directory on `PYTHONPATH`) and connect on their own; one at an older
@@ -28,16 +28,16 @@ from pathlib import Path
 
 import hotpatch
 from hotpatch._apply import no_gc
-from hotpatch._protocol import new_secret
 from hotpatch.bundle import encode
+from hotpatch.protocol import new_secret
+from thinlink.build.builder import Builder, BuildResult
+from thinlink.build.image import ensure_image
+from thinlink.build.manifest import Manifest
+from thinlink.cli import console
+from thinlink.config import DevSettings
+from thinlink.errors import ThinlinkError
+from thinlink.patches.make import make_patch
 
-from . import console
-from .build import Builder, BuildResult
-from .config import DevSettings
-from .errors import ThinlinkError
-from .image import ensure_image
-from .manifest import Manifest
-from .patch import make_patch
 from .server import Client, DevServer
 from .watch import SourceFilter, backend_name, watch_changes
 
@@ -162,7 +162,7 @@ class DevSession:
         return env
 
     def _start_app(self) -> None:
-        command = [sys.executable, "-m", "hotpatch._boot", "--image", str(self.image), *self.target]
+        command = [sys.executable, "-m", "hotpatch.boot", "--image", str(self.image), *self.target]
         self.proc = subprocess.Popen(command, env=self._environment(), start_new_session=True)
 
     def _signal_app(self, sig: int) -> None:
@@ -431,7 +431,7 @@ class DevSession:
 
     def _prewarm(self, manifest: Manifest) -> None:
         """Analyse every module now, so the first save of each is as fast as the next."""
-        from .analysis import analyze_module
+        from thinlink.build.analysis import analyze_module
 
         cache = self.builder.cache
         for entry in manifest.modules:

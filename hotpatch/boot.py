@@ -1,6 +1,6 @@
 """Run a program the way the ``python`` command does, with its modules loaded from a build.
 
-    python -m hotpatch._boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]
+    python -m hotpatch.boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]
 
 What we reproduce (checked against CPython 3.11-3.13 by tests/hotpatch/test_boot.py):
 ``sys.argv``; ``sys.path[0]`` (the script's directory with symlinks resolved, the
@@ -25,8 +25,8 @@ import sys
 from importlib.machinery import SourceFileLoader, SourcelessFileLoader
 
 from . import _jumptable
-from ._image import Image, ImageError, read_image
 from ._loader import BuildFinder, install
+from .image import Image, ImageError, read_image
 
 __all__ = ["main", "run_module", "run_script"]
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 _ModuleType = type(sys)  # types.ModuleType, without importing types
 
-_USAGE = "usage: python -m hotpatch._boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]\n"
+_USAGE = "usage: python -m hotpatch.boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]\n"
 
 
 def run_script(image_path: str | None, script: str, argv: list[str]) -> None:
@@ -268,6 +268,6 @@ def _usage_error(message: str) -> None:
 if __name__ == "__main__":
     # Run from the module imported under its own name, not from this __main__ copy
     # (which the program's __main__ replaces), so there is one set of hooks.
-    from hotpatch._boot import main as _main
+    from hotpatch.boot import main as _main
 
     _main()

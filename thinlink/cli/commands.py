@@ -14,12 +14,13 @@ from pathlib import Path
 
 import click
 
+from thinlink.build.builder import Builder
+from thinlink.build.sources import find_root
+from thinlink.cli import _ProgramInterrupted, build_command
+from thinlink.errors import ConfigError
+from thinlink.project import Project
+
 from . import console
-from .build import Builder
-from .cli import _ProgramInterrupted, build_command
-from .errors import ConfigError
-from .project import Project
-from .sources import find_root
 
 __all__ = ["cli"]
 
@@ -79,7 +80,7 @@ class _ProgramCommand(click.Command):
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(cache_dir: Path | None, module: str | None, args: tuple[str, ...]) -> None:
     """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) with the project's modules from the build."""
-    from .runner import run_program, script_root
+    from thinlink.runner import run_program, script_root
 
     if module is None and not args:
         raise click.UsageError("a SCRIPT or -m MODULE is required")
@@ -134,9 +135,9 @@ def dev(
     args: tuple[str, ...],
 ) -> None:
     """Run SCRIPT [ARGS] (or -m MODULE [ARGS]) and hot-patch it on every save."""
-    from .config import dev_settings
-    from .dev import DevSession
-    from .runner import script_root
+    from thinlink.config import dev_settings
+    from thinlink.dev.session import DevSession
+    from thinlink.runner import script_root
 
     if module is None and not args:
         raise click.UsageError("a SCRIPT or -m MODULE is required")
@@ -228,8 +229,7 @@ def patch(
 ) -> None:
     """Write a patch bundle from one build to another and print what it changes."""
     from hotpatch.bundle import save
-
-    from .errors import BuildFailed
+    from thinlink.errors import BuildFailed
 
     project = Project(find_root(), cache_dir=cache_dir)
     try:

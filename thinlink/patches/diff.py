@@ -27,8 +27,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .analysis import Member, Statement, class_reads
-from .units import ModuleRecord, Unit
+from thinlink.build.analysis import Member, Statement, class_reads
+from thinlink.build.units import ModuleRecord, Unit
 
 __all__ = ["CodeChange", "Rerun", "ModulePlan", "plan_module"]
 

@@ -54,7 +54,7 @@ IGNORED_FILES = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp",
 class SourceFilter(watchfiles.DefaultFilter):
     """Python sources (or `include` globs) not under an ignored directory or `exclude`.
 
-    The directories ignored are those the build skips (see `thinlink.sources`): hidden
+    The directories ignored are those the build skips (see `thinlink.build.sources`): hidden
     ones, caches, virtual environments (any directory holding a `pyvenv.cfg`, whatever
     its name), `build`/`dist` output, plus editors' own. Only the part of a path below
     the watched root it is in counts: a project that itself lives under `~/build/` or

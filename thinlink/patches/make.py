@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from types import CodeType
 
 from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, Statement
+from thinlink.build.analysis import analyze_segment
+from thinlink.build.cache import Cache
+from thinlink.build.compiler import compile_fragment, relocate
+from thinlink.build.manifest import Manifest, ModuleEntry
+from thinlink.build.rebuild import unit_code
+from thinlink.build.units import ModuleRecord, Segment
+from thinlink.errors import ThinlinkError
 
-from .analysis import analyze_segment
-from .cache import Cache
-from .compiler import compile_fragment, relocate
 from .diff import CodeChange, ModulePlan, plan_module
-from .errors import ThinlinkError
-from .manifest import Manifest, ModuleEntry
-from .rebuild import unit_code
-from .units import ModuleRecord, Segment
 
 __all__ = ["PatchResult", "make_patch"]
 

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - an interpreter without a frozen import
 
 from hotpatch._frozen import Frozen
 
-from .errors import BuildNotFound
+from thinlink.errors import BuildNotFound
 
 __all__ = ["ModuleEntry", "Manifest", "BuildStore", "make_build_id", "INTERPRETER_TAG"]
 
@@ -216,7 +216,7 @@ class BuildStore:
 
     def set_checked(self, root: str, build_id: str, cache_state: str) -> None:
         """Record that every record of `build_id` was intact in the cache when the
-        cache's database was in `cache_state` (see `thinlink.build`)."""
+        cache's database was in `cache_state` (see `thinlink.build.builder`)."""
         self.set_ref(root, "checked", f"{build_id} {cache_state}")
 
     def resolve(self, root: str, spec: str) -> Manifest:

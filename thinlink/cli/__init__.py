@@ -1,6 +1,6 @@
 """The `thinlink` command. `main(args)` takes argv, so tests call it directly.
 
-The commands, their options and help are a click application (`thinlink.commands`).
+The commands, their options and help are a click application (`thinlink.cli.commands`).
 A plain `thinlink build` does not load it: importing click (and what it imports)
 costs more than a no-op build takes, and builds run from scripts and editors far
 more often than anything else. So `main` first reads argv itself; when it is a
@@ -16,12 +16,13 @@ import math
 import os
 import sys
 
+from thinlink.errors import ThinlinkError
+
 from . import console
-from .errors import ThinlinkError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from .build import BuildResult
+    from thinlink.build.builder import BuildResult
 
 __all__ = ["main", "build_command"]  # and `cli`, the click application (see __getattr__)
 
@@ -54,9 +55,9 @@ def build_command(
     """`thinlink build`: build the project under `path`, report; the exit status."""
     # What `Project(...).build()` does, on strings: importing thinlink.project (pathlib,
     # typing) would cost a no-op build a tenth of its time.
-    from .build import Builder
-    from .config import cache_location
-    from .sources import root_of
+    from thinlink.build.builder import Builder
+    from thinlink.build.sources import root_of
+    from thinlink.config import cache_location
 
     root = os.path.realpath(path) if path else root_of()
     builder = Builder(root, cache_location(root, cache_dir), jobs=jobs)
@@ -189,14 +190,3 @@ class _ProgramInterrupted(Exception):
     def __init__(self, interrupt: KeyboardInterrupt) -> None:
         super().__init__("the program was interrupted")
         self.interrupt = interrupt
-
-
-def __getattr__(name: str) -> object:
-    # The click application and its helpers, for code that imported them from here.
-    # Not dunder names: the import system probes those (`__path__`) on every import.
-    if not name.startswith("__"):
-        from . import commands
-
-        if hasattr(commands, name):
-            return getattr(commands, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 It listens on a Unix socket in a private directory (mode 0700) by default, or on
 loopback TCP; another address only when asked explicitly (the caller warns). Each
-connection is authenticated (see `hotpatch._protocol`); a client says hello with its
+connection is authenticated (see `hotpatch.protocol`); a client says hello with its
 build, and the server's `on_hello` may answer with a catch-up patch. `broadcast` sends
 a bundle to every connected process and collects their reports.
 """
@@ -18,7 +18,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
-from hotpatch._protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, accept
+from hotpatch.protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, accept
 
 __all__ = ["Client", "DevServer"]
 

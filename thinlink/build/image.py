@@ -1,6 +1,6 @@
 """Writing a build's image: the file `thinlink run` hands to the runtime's importer.
 
-The image format belongs to the runtime (`hotpatch._image`); this side fills it from
+The image format belongs to the runtime (`hotpatch.image`); this side fills it from
 the cache. A module rebuilt incrementally has no whole-module code yet (only its
 changed fragments were compiled): it is compiled here, once, and cached (or, for
 `thinlink dev`, left to the importer).
@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hotpatch._image import Image, ImageEntry, write_image
+from hotpatch.image import Image, ImageEntry, write_image
 
 from .cache import Cache
 from .compiler import compile_module
-from .errors import SourceError
+from thinlink.errors import SourceError
 from .manifest import Manifest
 
 __all__ = ["ensure_image", "image_path", "whole_code"]

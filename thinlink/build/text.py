@@ -17,7 +17,7 @@ try:  # importlib.util.decode_source, from the import system's own module (loade
 except ImportError:  # pragma: no cover - an interpreter without a frozen import system
     from importlib.util import decode_source
 
-from .errors import SourceError
+from thinlink.errors import SourceError
 
 __all__ = ["LineSpan", "SourceText", "decode", "split_lines"]
 

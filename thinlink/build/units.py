@@ -111,7 +111,7 @@ class ModuleRecord:
     def __init__(
         self,
         path: str,
-        digest: str,  # hotpatch._image.source_digest of the file's bytes
+        digest: str,  # hotpatch.image.source_digest of the file's bytes
         flags: int,  # the __future__ compiler flags of the module
         segments: tuple[Segment, ...],
         whole: str | None = None,  # cache key of the whole module's code, when compiled
