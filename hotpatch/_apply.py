@@ -24,7 +24,7 @@ from time import perf_counter, sleep
 from types import CodeType, ModuleType
 from typing import Any
 
-from . import _jumptable
+from . import _jumptable, provenance
 from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
@@ -165,10 +165,16 @@ def _finish(caches: list[object], report: PatchReport) -> None:
 def _apply_modules(
     bundle: Bundle, tx: Transaction, changes: Changes, timings: dict[str, float]
 ) -> None:
-    for patch in bundle.modules:
-        modules = _live_modules(patch)
+    live = [(patch, _live_modules(patch)) for patch in bundle.modules]
+    _check_bases(live)  # before any change: a refused bundle changes nothing
+    for patch, modules in live:
         if not modules:
-            changes.skipped.append(patch.name)  # imported later, it loads the new code
+            if _has_changes(patch):
+                changes.skipped.append(patch.name)  # imported later, it loads the new code
+            continue
+        for module in modules:
+            if patch.digest is not None and isinstance(module.__file__, str):
+                tx.setitem(provenance.digests, os.path.realpath(module.__file__), patch.digest)
         for module in modules:
             tx.snapshot(module.__dict__)
             files = module_files(module, patch.path)
@@ -179,6 +185,45 @@ def _apply_modules(
                 raise
             except Exception as exc:
                 raise PatchError(f"{type(exc).__name__}: {exc}", patch.name) from exc
+
+
+def _check_bases(live: list[tuple[ModulePatch, list[ModuleType]]]) -> None:
+    """Refuse the bundle if a module it patches runs another source than the patch's base.
+
+    The build id says which build a process started from, not that every module came
+    from it (one edited before its first import did not: its loader recorded what it
+    compiled instead); and a process that did not start from a build has only this check.
+    In such a process a module of unknown source is vouched for by `adopt`; in a process
+    started from a build it came with the build (`runpy` made it: a spawned worker's
+    `__mp_main__`)."""
+    on_build = current_build() is not None
+    for patch, modules in live:
+        if patch.base_digest is None:
+            continue
+        for module in modules:
+            file = module.__file__ if isinstance(module.__file__, str) else None
+            runs = provenance.digest_of(file) if file else None
+            if runs is None and on_build:
+                continue
+            if runs is None:
+                runs = provenance.adopt(module)
+            if runs == patch.base_digest:
+                continue
+            what = (
+                "another version of it (its file changed after it was imported)"
+                if runs is None
+                else f"source {runs[:12]}"
+            )
+            raise PatchError(
+                f"refused: this process runs {what}, the patch starts from source "
+                f"{patch.base_digest[:12]}; restart the process (or import the module again) "
+                "to patch it",
+                patch.name,
+            )
+
+
+def _has_changes(patch: ModulePatch) -> bool:
+    return bool(patch.functions or patch.statements or patch.removed or patch.moved)
 
 
 def _patch_module(

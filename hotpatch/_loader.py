@@ -12,11 +12,12 @@ CPython), and because the finder stands in for ``PathFinder`` it can return the 
 found for a module that is not in the image, instead of making ``PathFinder`` search
 sys.path a second time for every stdlib and third-party import.
 
-Why the digest is checked in ``find_spec``: a file edited after the build gets the
-stock ``SourceFileLoader``, so it behaves exactly as under ``python`` (pyc cache, and a
-syntax error's traceback free of our frames, which the import system only trims for
-its own). The bytes read for the check are handed to the loader, so the code that runs
-is the code that was checked.
+Why the digest is checked in ``find_spec``: the bytes read for the check are handed to
+the loader, so the code that runs is the code that was checked. A file edited after the
+build gets a `hotpatch.provenance.TrackingLoader`, which compiles exactly those bytes and
+records their digest, so a patch made from the build is refused for that module rather
+than applied on top of other code (a syntax error in it is raised by the stock loader,
+with the traceback python shows).
 
 `module_build` tells the patch applier which live modules run the build's code.
 """
@@ -29,6 +30,7 @@ import os
 import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
+from . import provenance
 from .image import Image, ImageEntry, source_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
@@ -104,6 +106,7 @@ class BuildLoader(SourceFileLoader):
         else:  # the image left compiling to us: these bytes are the build's source
             code = self.source_to_code(data, path)
         _from_build[fullname] = self.build_id
+        provenance.record(path, self.entry.digest)
         return code
 
 
@@ -126,8 +129,9 @@ class BuildFinder:
                 spec.loader = loader
         return spec
 
-    def loader_for(self, fullname: str, path: str) -> BuildLoader | None:
-        """Return a `BuildLoader` for the file at ``path`` if the build has its current bytes."""
+    def loader_for(self, fullname: str, path: str) -> SourceFileLoader | None:
+        """Return a `BuildLoader` for the file at ``path`` if the build has its current bytes,
+        a `TrackingLoader` if the build has other bytes, None if the build lacks the file."""
         entry = self.image.entries.get(os.path.abspath(path))
         if entry is None:
             return None
@@ -137,9 +141,11 @@ class BuildFinder:
         except OSError:
             return None  # the stock loader will raise the error CPython raises
         if source_digest(data) != entry.digest:
-            # The module about to be loaded under this name will not run the build's code.
+            # Edited since the build: compiled from these bytes, whose digest is recorded,
+            # so that a patch from the build is refused for it (`hotpatch.provenance`).
             _from_build.pop(fullname, None)
-            return None
+            prepared = provenance.prepare(path, data)
+            return None if prepared is None else provenance.TrackingLoader(fullname, path, prepared)
         return BuildLoader(fullname, path, entry, self.image.build_id, data)
 
 

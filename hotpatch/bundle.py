@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"HPBUNDLE"
-FORMAT_VERSION = 4  # 4: moved code as line ranges
+FORMAT_VERSION = 5  # 5: per-module source digests (base and target)
 _PYMAGIC = importlib.util.MAGIC_NUMBER
 _SIGNED = 0x01
 # magic, version, pymagic, flags, digest, payload length
@@ -99,7 +99,11 @@ class ModulePatch:
     top-level names to delete, and the code that only moved: `(first, last, delta)`, old
     lines `first..last` now `delta` lines further down. Every live function of the module
     whose code starts there is shifted (no new code is shipped). Ranges, not a list of
-    functions: an edit near the top of a large module moves thousands of them."""
+    functions: an edit near the top of a large module moves thousands of them.
+
+    `base_digest` is the source digest (`hotpatch.image.source_digest`) of the version the
+    patch starts from (None: the module is new), `digest` that of the version it makes.
+    A process checks the first against the source its module runs (`hotpatch.provenance`)."""
 
     name: str
     path: str
@@ -107,6 +111,8 @@ class ModulePatch:
     statements: tuple[Statement, ...] = ()
     removed: tuple[str, ...] = ()
     moved: tuple[tuple[int, int, int], ...] = ()
+    base_digest: str | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,8 @@ def _to_plain(bundle: Bundle) -> tuple:
             ),
             tuple(m.removed),
             tuple(m.moved),
+            m.base_digest,
+            m.digest,
         )
         for m in bundle.modules
     )
@@ -257,7 +265,13 @@ def _from_plain(plain: object) -> Bundle:
 
 
 def _module(plain: object) -> ModulePatch:
-    name, path, functions, statements, removed, moved = _tuple(plain, 6, "module")
+    name, path, functions, statements, removed, moved, base_digest, digest = _tuple(
+        plain, 8, "module"
+    )
+    _check(
+        all(d is None or isinstance(d, str) for d in (base_digest, digest)),
+        f"source digests of {name}",
+    )
     moves = _tuple(moved, None, "moved")
     _check(
         all(isinstance(m, tuple) and len(m) == 3 and all(type(x) is int for x in m) for m in moves),
@@ -296,7 +310,16 @@ def _module(plain: object) -> ModulePatch:
                 _strings(removed_members, "removed"),
             )
         )
-    return ModulePatch(name, path, tuple(funcs), tuple(stmts), _strings(removed, "removed"), moves)
+    return ModulePatch(
+        name,
+        path,
+        tuple(funcs),
+        tuple(stmts),
+        _strings(removed, "removed"),
+        moves,
+        base_digest,
+        digest,
+    )
 
 
 def _tuple(value: object, size: int | None, what: str) -> tuple:

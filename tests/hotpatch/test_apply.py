@@ -740,7 +740,9 @@ def test_rollback_restores_exactly_one_patch_at_a_time(tmp_path: Path) -> None:
 
 
 def test_module_not_imported_is_skipped(tmp_path: Path) -> None:
-    report = _apply.apply(bundle(ModulePatch("hp_not_imported", str(tmp_path / "x.py"))))
+    report = _apply.apply(
+        bundle(ModulePatch("hp_not_imported", str(tmp_path / "x.py"), removed=("gone",)))
+    )
     assert report.skipped == ("hp_not_imported",) and report.applied
 
 

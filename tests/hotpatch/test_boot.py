@@ -321,7 +321,7 @@ def test_files_edited_after_the_build_run_their_new_source(project, image):
         },
     )
     booted = boot("app.py", cwd=project, image=image)
-    assert booted.stdout == "new app new helper\nSourceFileLoader None\n"
+    assert booted.stdout == "new app new helper\nTrackingLoader None\n"
 
 
 @pytest.mark.parametrize(

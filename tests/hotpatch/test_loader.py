@@ -26,6 +26,7 @@ from hotpatch._loader import (
     uninstall,
 )
 from hotpatch.image import Image, ImageEntry, source_digest
+from hotpatch.provenance import TrackingLoader, digest_of
 
 
 def build_image(root: Path, build_id: str = "b1", code_from: dict[str, str] | None = None) -> Image:
@@ -148,8 +149,10 @@ def test_a_file_edited_after_the_build_runs_its_new_source(project):
     import hp_mod
 
     assert hp_mod.WHO == "new"
-    assert type(hp_mod.__loader__) is SourceFileLoader
+    assert type(hp_mod.__loader__) is TrackingLoader  # compiled from the bytes it checked
     assert module_build("hp_mod") is None
+    # What it runs is on record, so a patch made from the build is refused for it.
+    assert digest_of(hp_mod.__file__) == source_digest(b"WHO = 'new'\n")
 
 
 def test_modules_outside_the_image_keep_their_usual_loader(project):

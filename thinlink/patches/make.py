@@ -118,8 +118,10 @@ def _module_patch(
     )
     # Unchanged segments that moved: the live code in their lines is shifted in place.
     moved = _moved_ranges(unchanged)
-    if plan.needs_restart or (plan.empty and not moved):
+    if plan.needs_restart:
         return plan, None
+    # Sent even when nothing in it needs doing (a comment edited): the process moves its
+    # record of the module's source on to `digest`, which the next patch starts from.
     imports = new_record.imports()
     roots: dict = {}  # each cached code object loaded and indexed once
     functions = tuple(
@@ -145,7 +147,14 @@ def _module_patch(
         for r in plan.reruns
     )
     return plan, ModulePatch(
-        entry.name, entry.path, functions, statements_, tuple(plan.removed), moved
+        entry.name,
+        entry.path,
+        functions,
+        statements_,
+        tuple(plan.removed),
+        moved,
+        base_digest=previous.digest if previous is not None else None,
+        digest=entry.digest,
     )
 
 
