@@ -12,19 +12,16 @@ added again.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import sys
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass
 from time import perf_counter, sleep
 from types import CodeType, ModuleType
 from typing import Any
 
-from . import _jumptable, provenance
+from . import _jumptable, gcpause, provenance
 from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
@@ -34,7 +31,7 @@ from ._transaction import Transaction
 from .bundle import Bundle, ModulePatch, Statement, load
 from .relocation import relocate
 
-__all__ = ["LOCK", "apply", "current_build", "no_gc", "rollback", "set_build"]
+__all__ = ["LOCK", "apply", "current_build", "rollback", "set_build"]
 
 LOCK = threading.RLock()  # serialises apply/rollback (re-entrant: a callback may apply)
 
@@ -65,24 +62,8 @@ def apply(
     statement raised) and then leaves the process exactly as it was. A bundle that needs a
     restart is not applied: the report says why.
     """
-    # No garbage collection while patching: a patch allocates thousands of objects
-    # (relocated code, undo records), and a full collection of a large app's heap in
-    # the middle would be most of the patch's time.
-    with no_gc():
+    with gcpause.paused():
         return _apply(source, key)
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Garbage collection off inside the block (and back on after, if it was on): for
-    latency-bound work that allocates much. Garbage made meanwhile is collected after."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -> PatchReport:

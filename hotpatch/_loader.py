@@ -31,7 +31,7 @@ import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
 from . import provenance
-from .image import Image, ImageEntry, source_digest
+from .image import Image, ImageEntry, signature, source_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:
@@ -84,17 +84,27 @@ class BuildLoader(SourceFileLoader):
         entry: ImageEntry,
         build_id: str,
         checked_source: bytes | None = None,
+        *,
+        trusted: bool = False,
     ) -> None:
         super().__init__(fullname, path)
         self.entry = entry
         self.build_id = build_id
         # Source bytes already matched against entry.digest by the finder; used once.
         self._checked_source = checked_source
+        # The finder saw the file's stat as the build recorded it: no need to read it.
+        self._trusted = trusted
 
     def get_code(self, fullname: str) -> CodeType:
         """Return the build's code for the module, or compile the file if it changed."""
         path = self.get_filename(fullname)
         data, self._checked_source = self._checked_source, None
+        trusted, self._trusted = self._trusted, False
+        if trusted and self.entry.code:
+            code = marshal.loads(self.entry.code)
+            _from_build[fullname] = self.build_id
+            provenance.record(path, self.entry.digest)
+            return code
         if data is None:
             data = self.get_data(path)
             if source_digest(data) != self.entry.digest:
@@ -111,10 +121,15 @@ class BuildLoader(SourceFileLoader):
 
 
 class BuildFinder:
-    """A meta path finder: ``PathFinder``'s resolution, with the image's loader swapped in."""
+    """A meta path finder: ``PathFinder``'s resolution, with the image's loader swapped in.
 
-    def __init__(self, image: Image) -> None:
+    ``trusted`` maps source paths to the stat `signature` their build-time bytes had: a
+    file whose stat is still that holds those bytes (the build side only records a
+    signature that a later write could not repeat), so it is not read again."""
+
+    def __init__(self, image: Image, trusted: dict[str, tuple] | None = None) -> None:
         self.image = image
+        self.trusted = trusted or {}
 
     def find_spec(
         self, fullname: str, path: list[str] | None = None, target: ModuleType | None = None
@@ -132,9 +147,17 @@ class BuildFinder:
     def loader_for(self, fullname: str, path: str) -> SourceFileLoader | None:
         """Return a `BuildLoader` for the file at ``path`` if the build has its current bytes,
         a `TrackingLoader` if the build has other bytes, None if the build lacks the file."""
-        entry = self.image.entries.get(os.path.abspath(path))
+        path = os.path.abspath(path)
+        entry = self.image.entries.get(path)
         if entry is None:
             return None
+        known = self.trusted.get(path)
+        if known is not None and entry.code:
+            try:
+                if signature(os.stat(path)) == known:
+                    return BuildLoader(fullname, path, entry, self.image.build_id, trusted=True)
+            except OSError:
+                pass  # read below, to fail as CPython does
         try:
             with io.open_code(path) as f:  # as FileLoader.get_data reads sources
                 data = f.read()
@@ -149,17 +172,18 @@ class BuildFinder:
         return BuildLoader(fullname, path, entry, self.image.build_id, data)
 
 
-def install(image: Image) -> BuildFinder:
+def install(image: Image, trusted: dict[str, tuple] | None = None) -> BuildFinder:
     """Load the project's modules from ``image`` from now on; return the finder.
 
-    Idempotent: installing the image that is installed returns its finder; another image
-    replaces it (modules already imported keep their code).
+    ``trusted``: source paths and the stat signatures that vouch for their bytes (see
+    `BuildFinder`). Idempotent: installing the image that is installed returns its
+    finder; another image replaces it (modules already imported keep their code).
     """
     global _finder
     if _finder is not None and _finder.image is image and _finder in sys.meta_path:
         return _finder
     uninstall()
-    _finder = BuildFinder(image)
+    _finder = BuildFinder(image, trusted)
     try:
         index = sys.meta_path.index(PathFinder)
     except ValueError:

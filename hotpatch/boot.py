@@ -42,14 +42,21 @@ _ModuleType = type(sys)  # types.ModuleType, without importing types
 _USAGE = "usage: python -m hotpatch.boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]\n"
 
 
-def run_script(image_path: str | None, script: str, argv: list[str]) -> None:
-    """Run ``script`` as ``python SCRIPT ARGV...`` would, loading modules from the image.
+def run_script(
+    image: Image | str | None,
+    script: str,
+    argv: list[str],
+    *,
+    trusted: dict[str, tuple] | None = None,
+) -> None:
+    """Run ``script`` as ``python SCRIPT ARGV...`` would, loading modules from the image
+    (an `Image`, or the path of one); ``trusted`` as for `hotpatch._loader.install`.
 
     An uncaught exception is printed and raises ``SystemExit(1)``; ``SystemExit`` from
     the program passes through; ``KeyboardInterrupt`` is printed and re-raised, so the
     caller must let it reach the interpreter (which then exits by SIGINT, as CPython does).
     """
-    finder = _start(image_path)
+    finder = _start(image, trusted)
     path = os.path.abspath(script)
     sys.argv = [script, *argv]
     if _has_importer(path):
@@ -81,12 +88,18 @@ def run_script(image_path: str | None, script: str, argv: list[str]) -> None:
     _run(lambda: exec(code, module.__dict__))
 
 
-def run_module(image_path: str | None, module: str, argv: list[str]) -> None:
+def run_module(
+    image: Image | str | None,
+    module: str,
+    argv: list[str],
+    *,
+    trusted: dict[str, tuple] | None = None,
+) -> None:
     """Run ``module`` as ``python -m MODULE ARGV...`` would, loading modules from the image.
 
     Exceptions are handled as by `run_script`.
     """
-    _start(image_path)
+    _start(image, trusted)
     sys.argv = ["-m", *argv]  # CPython's sys.argv[0] while the module is being found
     _set_path0(os.getcwd())
     _fresh_main()
@@ -132,10 +145,11 @@ def start_patch_client(image: Image | None) -> None:
     _client.start()
 
 
-def _start(image_path: str | None) -> BuildFinder | None:
+def _start(image: Image | str | None, trusted: dict[str, tuple] | None) -> BuildFinder | None:
     """Install the image's finder (if any) and the patch client hook; return the finder."""
-    image = None if image_path is None else read_image(image_path)
-    finder = None if image is None else install(image)
+    if isinstance(image, str):
+        image = read_image(image)
+    finder = None if image is None else install(image, trusted)
     if image is not None:
         _jumptable.set_build(image.build_id)  # patches for another build are refused
     if os.environ.get("HOTPATCH_ENABLED") == "1":

@@ -31,13 +31,23 @@ import os
 from importlib._bootstrap_external import MAGIC_NUMBER
 
 from ._frozen import Frozen
+from .fileio import write_atomic
 
 try:
     from _blake2 import blake2b
 except ImportError:  # pragma: no cover - an interpreter built without _blake2
     from hashlib import blake2b
 
-__all__ = ["Image", "ImageEntry", "ImageError", "read_image", "source_digest", "write_image"]
+__all__ = [
+    "MAGIC_NUMBER",
+    "Image",
+    "ImageEntry",
+    "ImageError",
+    "read_image",
+    "signature",
+    "source_digest",
+    "write_image",
+]
 
 MAGIC = b"HPIMAGE1"
 _CHECKSUM_SIZE = 4  # big-endian CRC32 of the payload
@@ -90,6 +100,14 @@ def source_digest(data: bytes) -> str:
     return blake2b(data, digest_size=16).hexdigest()
 
 
+def signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What a stat says about a source file's content: size, mtime, ctime, inode, device.
+
+    A build records it for files it read (`thinlink.launch`) and the importer compares it
+    before trusting a file to still hold the bytes the build had, without reading them."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 def write_image(path: str | os.PathLike[str], image: Image) -> None:
     """Write ``image`` to ``path``.
 
@@ -103,21 +121,7 @@ def write_image(path: str | os.PathLike[str], image: Image) -> None:
     }
     payload = marshal.dumps((image.build_id, image.root, entries))
     checksum = binascii.crc32(payload).to_bytes(_CHECKSUM_SIZE, "big")
-    directory = os.path.dirname(os.path.abspath(path))
-    import tempfile  # only the build side writes images; keep it off the start-up path
-
-    fd, tmp = tempfile.mkstemp(prefix=".image-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + MAGIC_NUMBER + checksum + payload)
-        os.replace(tmp, path)
-    except BaseException:
-        # No half-written temporary files left behind, whatever went wrong.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, MAGIC + MAGIC_NUMBER + checksum + payload)
 
 
 def read_image(path: str | os.PathLike[str]) -> Image:

@@ -1,29 +1,31 @@
 """thinlink: the build side of thinlink + hotpatch.
 
-A function-level incremental compiler for Python. Layers, bottom up:
+A function-level incremental compiler for Python, and the tools around it:
 
-- `sources`: finding a project's module files; `compiler`: compiling modules and
-  fragments, deriving units; `units`: the data (segments, units, module records);
-- `cache`: the content-addressed store; `manifest`: builds and refs;
-- `rebuild`: one module, whole or only what an edit touched; `build`: a project;
-- `image`, `runner`: running a program from a build; `cli`: the `thinlink` command
-  (`commands`: its click application, which a plain `thinlink build` does not load).
+- `launch`: the launch path (is the last build still the working tree; run a program
+  from it). Standard library only: `thinlink run` of an unchanged project loads nothing
+  else.
+- `build/`: from source files to a manifest of cached, compiled modules.
+- `patches/`: what a running process must do to move from one build to another.
+- `dev/`: `thinlink dev`, the loop that watches the project and patches the running app.
+- `cli/`: the `thinlink` command.
+- `project`: the Python API (`Project`); `config`: settings; `errors`: exceptions.
 
-The public API is `Project` (below) and the exceptions in `thinlink.errors`.
+The public API is `Project` and the exceptions in `thinlink.errors`.
 """
 
 import sys as _sys
 
 # Taken before anything else is imported, so `thinlink run` can tell the modules the
-# interpreter started with from those this tool imported (see runner.py).
-_STARTUP_MODULES = frozenset(_sys.modules)
+# interpreter started with from those this tool imported (see launch.purge_tool_modules).
+STARTUP_MODULES = frozenset(_sys.modules)
 
 __all__ = ["Project"]
 
 
 def __getattr__(name: str) -> object:
-    # Loaded on first use: `python -m thinlink` and the console script import this
-    # package first, and a no-op build should not pay for what it does not use.
+    # Loaded on first use: the console script imports this package first, and the
+    # launch path must not pay for the build side (see thinlink.launch).
     if name == "Project":
         from .project import Project
 

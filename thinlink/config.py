@@ -4,23 +4,12 @@
 from __future__ import annotations
 
 import os
-
-from hotpatch._frozen import Frozen
+from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
-if TYPE_CHECKING:
-    from pathlib import Path
-
-__all__ = [
-    "cache_dir_for",
-    "cache_location",
-    "pyproject_settings",
-    "KNOWN_KEYS",
-    "DevSettings",
-    "dev_settings",
-]
+__all__ = ["KNOWN_KEYS", "DevSettings", "dev_settings", "pyproject_settings"]
 
 KNOWN_KEYS = frozenset(
     {"cache-dir", "watch", "include", "exclude", "poll", "restart", "address", "keys"}
@@ -38,9 +27,8 @@ def pyproject_settings(root: str | os.PathLike[str]) -> dict[str, object]:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if b"thinlink" not in data:
-        # No [tool.thinlink] table can be in it: not parsed, as tomllib (and the typing,
-        # re and datetime it imports) would cost a no-op build a tenth of its time.
-        # Whether the rest of the file is valid TOML is for the tools that use it to say.
+        # No [tool.thinlink] table can be in it. Whether the rest of the file is valid TOML
+        # is for the tools that use it to say.
         return {}
     import tomllib
 
@@ -54,54 +42,17 @@ def pyproject_settings(root: str | os.PathLike[str]) -> dict[str, object]:
     return table
 
 
-def cache_dir_for(root: Path, given: str | os.PathLike[str] | None = None) -> Path:
-    """Where the cache lives: `--cache-dir`, `THINLINK_CACHE_DIR`, pyproject, `.thinlink`."""
-    from pathlib import Path
-
-    return Path(cache_location(root, given))
-
-
-def cache_location(
-    root: str | os.PathLike[str], given: str | os.PathLike[str] | None = None
-) -> str:
-    """`cache_dir_for` as a string (the build path works on strings, without pathlib)."""
-    settings = pyproject_settings(root)  # read even when overridden: a bad file is an error
-    if given:
-        return os.path.realpath(given)
-    env = os.environ.get("THINLINK_CACHE_DIR")
-    if env:
-        return os.path.realpath(env)
-    configured = settings.get("cache-dir")
-    if configured is not None:
-        if not isinstance(configured, str):
-            raise ConfigError(f"{os.path.join(root, 'pyproject.toml')}: cache-dir must be a string")
-        return os.path.realpath(os.path.join(root, configured))
-    return os.path.join(root, ".thinlink")
-
-
-class DevSettings(Frozen):
+@dataclass(frozen=True, slots=True)
+class DevSettings:
     """What `thinlink dev` watches and how it behaves."""
 
-    __slots__ = ("watch", "include", "exclude", "poll", "restart", "address", "keys")
     watch: tuple[Path, ...]
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    poll: bool
-    restart: bool
-    address: str | None  # None: a Unix socket in a private directory
-    keys: bool  # `rs` + Enter on the terminal restarts the app
-
-    def __init__(
-        self,
-        watch: tuple[Path, ...],
-        include: tuple[str, ...] = ("*.py",),
-        exclude: tuple[str, ...] = (),
-        poll: bool = False,
-        restart: bool = True,
-        address: str | None = None,
-        keys: bool = False,
-    ) -> None:
-        super().__init__(watch, include, exclude, poll, restart, address, keys)
+    include: tuple[str, ...] = ("*.py",)
+    exclude: tuple[str, ...] = ()
+    poll: bool = False
+    restart: bool = True
+    address: str | None = None  # None: a Unix socket in a private directory
+    keys: bool = False  # `rs` + Enter on the terminal restarts the app
 
 
 def dev_settings(
@@ -122,8 +73,6 @@ def dev_settings(
     `root`. Every value present is checked, also one another source overrides: a value
     of the wrong kind, or a watched path that does not exist, is a `ConfigError` that
     says where it came from."""
-    from pathlib import Path
-
     here = Path(cwd) if cwd is not None else Path.cwd()
     given = {
         "watch": watch,

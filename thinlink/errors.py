@@ -7,11 +7,25 @@ needs to act on (the file and position of a syntax error, the offending setting)
 
 from __future__ import annotations
 
-__all__ = ["ThinlinkError", "SourceError", "ConfigError", "BuildNotFound", "BuildFailed"]
+__all__ = [
+    "BuildFailed",
+    "BuildNotFound",
+    "CacheDirError",
+    "CacheFull",
+    "ConfigError",
+    "ProjectError",
+    "SourceError",
+    "ThinlinkError",
+]
 
 
 class ThinlinkError(Exception):
-    """Root of every error thinlink raises on purpose."""
+    """Root of every error thinlink raises on purpose.
+
+    `exit_status` is what the `thinlink` command exits with when it stops on this error:
+    2, as for a usage error, unless a subclass says otherwise."""
+
+    exit_status = 2
 
 
 class SourceError(ThinlinkError):
@@ -63,3 +77,39 @@ class BuildFailed(ThinlinkError):
         self.result = result
         errors = getattr(result, "errors", ())
         super().__init__("\n".join(str(e) for e in errors) or "the build failed")
+
+
+class ProjectError(ThinlinkError):
+    """No usable project here: a file-system root or the home directory with no project
+    marker. Raised by `thinlink.launch.find_root`; `str()` says how to name the project."""
+
+
+class CacheDirError(ThinlinkError):
+    """The cache directory cannot be used: it holds files that are not a cache's. Raised
+    before anything is written to it; `str()` names the directory and what to do."""
+
+
+class CacheFull(ThinlinkError):
+    """The disk holding the cache is full (or the user's quota is): nothing was lost, the
+    cache is as the last complete write left it. `str()` names the directory and the free
+    space needed; free some and run the command again. The command exits with 75
+    (EX_TEMPFAIL: try again later), distinct from a failed build's 1."""
+
+    exit_status = 75
+
+    def __init__(self, directory: str, needed: int | None = None) -> None:
+        self.directory = directory
+        self.needed = needed
+        hint = f"at least {_size(needed)} more" if needed else "more free space"
+        super().__init__(
+            f"the disk holding the cache {directory} is full: it needs {hint}; free some "
+            "space and run the command again (the cache is intact)"
+        )
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"

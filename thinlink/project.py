@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinlink.build.builder import Builder, BuildResult
+from thinlink.build.manifest import BuildStore, Manifest
+from thinlink.errors import BuildFailed
+from thinlink.launch import cache_location, find_root
 
 if TYPE_CHECKING:
     from thinlink.patches.make import PatchResult
-from thinlink.build.manifest import BuildStore, Manifest
-from thinlink.build.sources import find_root
-
-from .config import cache_dir_for
-from .errors import BuildFailed
 
 __all__ = ["Project"]
 
@@ -38,8 +36,8 @@ class Project:
         cache_dir: str | os.PathLike[str] | None = None,
         jobs: int | None = None,
     ) -> None:
-        self.root = Path(root).resolve() if root is not None else find_root()
-        self.cache_dir = cache_dir_for(self.root, cache_dir)
+        self.root = Path(find_root(root, search=False) if root is not None else find_root())
+        self.cache_dir = Path(cache_location(str(self.root), cache_dir))
         self.jobs = jobs
 
     def builder(self, progress: Callable[[int, int], None] | None = None) -> Builder:

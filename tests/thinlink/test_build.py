@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from thinlink import Project
+from thinlink import Project, launch
 from thinlink.build import cache as cache_module
 from thinlink.build import manifest as manifest_module
 from thinlink.build.builder import BuildResult
@@ -26,6 +26,7 @@ FIELDS = {"build_id", "modules", "units", "compiled", "reused", "relocated", "fa
 
 MODULE = '''\
 """A module with every kind of unit."""
+import marshal
 import os
 
 LIMIT = 10
@@ -337,6 +338,7 @@ def test_a_build_never_runs_project_code(root, tmp_path, capfd):
         root,
         "src/app/effects.py",
         f"""\
+import marshal
 import os
 from pathlib import Path
 
@@ -372,28 +374,62 @@ def garble_every_value(cache_dir: Path) -> int:
     return changed
 
 
-def test_corrupt_entries_are_recompiled_not_trusted(root, tmp_path):
+def test_damaged_values_are_compiled_again_when_used_never_trusted(root, tmp_path):
+    from hotpatch.image import read_image
+    from thinlink.build.image import ensure_image
+
     cache = tmp_path / "cache"
     first = build(root, cache)
     assert garble_every_value(cache) > 0
-    again = build(root, cache)
-    assert again.ok
-    assert again.compiled == first.manifest.units and again.reused == 0
-    assert again.manifest.build_id == first.manifest.build_id
-    # the good copies replaced the bad ones
-    assert build(root, cache).compiled == 0
+    # A no-op build opens no cache; what it did not read cannot mislead it.
+    assert build(root, cache).manifest.build_id == first.manifest.build_id
+    # An edit needs the old record: it is damaged, so the module is compiled whole.
+    edit(root / "src/app/shapes.py", "return 1\n", "return 2\n")
+    edited = build(root, cache)
+    assert [(c.name, c.action) for c in edited.changes] == [("app.shapes", "compiled")]
+    # An image needs every module's code: each damaged one is compiled from its file.
+    project = Project(root, cache_dir=cache)
+    builder = project.builder()
+    try:
+        image = read_image(ensure_image(builder.cache, edited.manifest))
+    finally:
+        builder.close()
+    for entry in edited.manifest.modules:
+        source = Path(entry.path).read_bytes()
+        assert marshal.loads(image.entries[entry.path].code) == compile(
+            source, entry.path, "exec", dont_inherit=True
+        )
 
 
-def test_one_corrupt_record_recompiles_only_its_module(root, tmp_path):
+def test_one_damaged_record_recompiles_only_its_module(root, tmp_path):
     cache = tmp_path / "cache"
     first = build(root, cache)
     shapes = first.manifest.by_name()["app.shapes"]
     with sqlite3.connect(cache / "objects" / "cache.db") as conn:
         conn.execute("UPDATE Cache SET value = randomblob(64) WHERE key = ?", (shapes.record,))
+    edit(root / "src/app/shapes.py", "return 1\n", "return 2\n")
     again = build(root, cache)
     assert again.ok
-    assert again.compiled == shapes.units
     assert [(c.name, c.action) for c in again.changes] == [("app.shapes", "compiled")]
+    assert again.compiled == shapes.units
+
+
+def test_values_swapped_between_keys_are_misses(root, tmp_path):
+    cache = tmp_path / "cache"
+    first = build(root, cache)
+    util = first.manifest.by_name()["app.util"]
+    shapes = first.manifest.by_name()["app.shapes"]
+    with sqlite3.connect(cache / "objects" / "cache.db") as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT key, value FROM Cache WHERE key IN (?, ?)", (util.record, shapes.record)
+            )
+        )
+        conn.execute("UPDATE Cache SET value = ? WHERE key = ?", (rows[shapes.record], util.record))
+        conn.execute("UPDATE Cache SET value = ? WHERE key = ?", (rows[util.record], shapes.record))
+    with cache_module.Cache(cache) as store:
+        assert store.get_record(util.record) is None
+        assert store.get_record(shapes.record) is None
 
 
 def test_the_last_build_corrupt_is_a_fresh_start(root, tmp_path):
@@ -414,7 +450,7 @@ def test_the_last_build_corrupt_is_a_fresh_start(root, tmp_path):
 def test_the_cache_is_keyed_by_interpreter(root, monkeypatch):
     first = build(root)
     with monkeypatch.context() as patch:
-        for module in (cache_module, manifest_module):
+        for module in (cache_module, manifest_module, launch):
             patch.setattr(module, "INTERPRETER_TAG", "other-python-0000")
         other = build(root)
     assert other.compiled == first.manifest.units
@@ -469,32 +505,6 @@ def test_a_no_op_build_reads_the_manifest_and_the_sources_only(root, monkeypatch
         assert result.manifest.modules == first.manifest.modules
 
 
-def test_a_build_checks_the_records_again_once_anything_opened_the_cache(root, tmp_path):
-    cache = tmp_path / "cache"
-    first = build(root, cache)
-    # Opening it is enough (diskcache writes its settings): its records are read and
-    # checked again, and a bad one is recompiled.
-    shapes = first.manifest.by_name()["app.shapes"]
-    with cache_module.Cache(cache) as store:
-        store.put(shapes.record, b"not a record")
-    again = build(root, cache)
-    assert [(c.name, c.action) for c in again.changes] == [("app.shapes", "compiled")]
-    assert again.manifest.build_id == first.manifest.build_id
-
-
-def test_a_manifest_of_the_previous_format_is_read_and_replaced(root, tmp_path):
-    cache = tmp_path / "cache"
-    first = build(root, cache)
-    path = cache / "builds" / f"{first.manifest.build_id}.manifest"
-    build_id, where, tag, created, modules = marshal.loads(path.read_bytes()[8:])
-    old = tuple(m[:6] for m in modules)  # no fingerprints
-    path.write_bytes(b"TLMANIF1" + marshal.dumps((build_id, where, tag, created, old)))
-    again = build(root, cache)
-    assert again.compiled == 0 and again.manifest.build_id == first.manifest.build_id
-    assert path.read_bytes().startswith(b"TLMANIF2")
-    assert Project(root, cache_dir=cache).manifest().modules == first.manifest.modules
-
-
 def test_a_session_records_its_builds_after_flushing(tmp_path):
     """thinlink dev writes behind: a save's records, manifest and refs reach the disk after
     its patch went out; meanwhile the session reads them from memory."""
@@ -505,8 +515,7 @@ def test_a_session_records_its_builds_after_flushing(tmp_path):
     write(root, "m.py", MODULE)
     builder = Builder(root, tmp_path / "cache", memo=True)
     first = builder.build()
-    builder.cache.write_behind()
-    builder.store.write_behind()
+    builder.write_behind()
     edit(root / "m.py", "return 1", "return 2")
     second = builder.build(changed={str(root / "m.py")})
     assert second.compiled == 2 and second.manifest.build_id != first.manifest.build_id
@@ -516,8 +525,7 @@ def test_a_session_records_its_builds_after_flushing(tmp_path):
     assert builder.store.ref(str(root.resolve()), "last") == second.manifest.build_id
     assert builder.store.load(second.manifest.build_id) == second.manifest
 
-    builder.cache.flush()
-    assert builder.store.flush() == 3  # the manifest, `last` and `last-good`
+    builder.flush()
     assert other.ref(str(root.resolve()), "last") == second.manifest.build_id
     reread = other.load(second.manifest.build_id)
     assert reread.modules == second.manifest.modules

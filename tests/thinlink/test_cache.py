@@ -26,7 +26,7 @@ def cache(tmp_path):
 
 
 def db(cache: Cache) -> sqlite3.Connection:
-    return sqlite3.connect(cache.directory / "objects" / "cache.db")
+    return sqlite3.connect(Path(cache.directory) / "objects" / "cache.db")
 
 
 def row(cache: Cache, key: str) -> tuple[int, str | None, bytes | None]:
@@ -46,7 +46,7 @@ def set_row(cache: Cache, key: str, **columns: object) -> None:
 def value_file(cache: Cache, key: str) -> Path:
     _, filename, _ = row(cache, key)
     assert filename, "expected the value to live in a file"
-    return cache.directory / "objects" / filename
+    return Path(cache.directory) / "objects" / filename
 
 
 def test_put_get_round_trip(cache):
@@ -192,7 +192,7 @@ def test_write_behind_keeps_writes_in_memory_until_flushed(tmp_path):
         "/p/m.py", "d1", 0, (Segment(1, 3, "s", CodeRef("k"), (Unit("f", "function", 1, "u"),)),)
     )
     with Cache(tmp_path / "c", memo=True) as writer, Cache(tmp_path / "c") as reader:
-        writer.write_behind()
+        writer.behind.start()
         writer.put("src:a", b"source")
         writer.put_record("record:a", record)
         with writer.transact():  # a no-op now, not a transaction holding the database
@@ -210,7 +210,7 @@ def test_write_behind_keeps_writes_in_memory_until_flushed(tmp_path):
 def test_write_behind_flushes_on_close_and_before_forgetting(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "_MEMO_BYTES", 100)
     with Cache(tmp_path / "c", memo=True) as writer:
-        writer.write_behind()
+        writer.behind.start()
         writer.put("a", b"x" * 60)
         writer.put("b", b"y" * 60)  # over the memo's size: "a" is written, then forgotten
         with Cache(tmp_path / "c") as reader:
@@ -219,15 +219,11 @@ def test_write_behind_flushes_on_close_and_before_forgetting(tmp_path, monkeypat
         assert reader.get("b") == b"y" * 60  # written when the writer closed
 
 
-def test_write_behind_needs_memo(cache):
-    with pytest.raises(ValueError, match="memo=True"):
-        cache.write_behind()
-
-
 def test_the_storage_format_is_in_every_key():
     # A record format change must make old records, refs and manifests unreachable.
-    from thinlink.build import manifest, units
+    from thinlink import launch
+    from thinlink.build import units
 
-    assert units._RECORD_FORMAT == manifest.STORAGE_FORMAT
-    assert f"-s{manifest.STORAGE_FORMAT}" in INTERPRETER_TAG
+    assert units._RECORD_FORMAT == launch.STORAGE_FORMAT
+    assert f"-s{launch.STORAGE_FORMAT}" in INTERPRETER_TAG
     assert INTERPRETER_TAG in Cache.module_key("record", "/p/m.py", "d")

@@ -9,9 +9,9 @@ from thinlink.build.compiler import (
     compile_module,
     find_code,
     relocate,
-    split_lines,
     split_segments,
 )
+from thinlink.build.text import split_lines
 from thinlink.build.units import CodeRef, Unit
 
 
@@ -131,6 +131,7 @@ def test_frozenset_constants_digest_the_same_in_every_process(python, subprocess
 
     script = (
         "from thinlink.build.compiler import *; from thinlink.build.units import CodeRef\n"
+        "from thinlink.build.text import split_lines\n"
         'src = \'def f(x):\\n    return x in {"a", "b", "c", "d", "e"}\\n\'\n'
         "c = compile_module(src, 'm.py'); lines = split_lines(src)\n"
         "print(split_segments(c, lines, 1, len(lines), 0, CodeRef('k'))[0].units[0].digest)\n"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from thinlink.config import DevSettings, cache_dir_for, dev_settings
+from thinlink.config import DevSettings, dev_settings
 from thinlink.errors import ConfigError
+from thinlink.launch import cache_location
 
 ENV_NAMES = ("WATCH", "INCLUDE", "EXCLUDE", "POLL", "RESTART", "ADDRESS", "CACHE_DIR")
 
@@ -174,13 +175,13 @@ def test_a_watched_path_that_does_not_exist_is_an_error_naming_its_source(
 def test_cache_dir_cli_then_env_then_pyproject_then_default(
     root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert cache_dir_for(root) == root / ".thinlink"
+    assert cache_location(str(root)) == str(root / ".thinlink")
     pyproject(root, 'cache-dir = "build/cache"\n')
-    assert cache_dir_for(root) == root / "build" / "cache"
+    assert cache_location(str(root)) == str(root / "build" / "cache")
     monkeypatch.setenv("THINLINK_CACHE_DIR", str(tmp_path / "env"))
-    assert cache_dir_for(root) == tmp_path / "env"
-    assert cache_dir_for(root, tmp_path / "cli") == tmp_path / "cli"
+    assert cache_location(str(root)) == str(tmp_path / "env")
+    assert cache_location(str(root), tmp_path / "cli") == str(tmp_path / "cli")
     pyproject(root, "cache-dir = 3\n")
     monkeypatch.delenv("THINLINK_CACHE_DIR")
-    with pytest.raises(ConfigError, match="cache-dir must be a string"):
-        cache_dir_for(root)
+    with pytest.raises(ConfigError, match="cache-dir: expected a string"):
+        cache_location(str(root))

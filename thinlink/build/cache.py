@@ -2,30 +2,42 @@
 
 Keys name content, never time: a module version is its path and source digest, a
 fragment is its text digest and position. Every key carries the interpreter's tag
-(cache tag and bytecode magic), so Pythons sharing one cache never mix.
+(cache tag, bytecode magic and storage format), so Pythons sharing one cache never mix.
 
 Promises, each resting on diskcache's SQLite transactions:
 - `get`/`put` are atomic; two builds may share one cache at once.
 - A build killed half-way leaves the cache usable: a value lands whole or not at all.
-- An entry whose checksum does not match is dropped and reported as a miss, so a
-  corrupt entry is recompiled, never trusted. A vanished entry is a miss too.
+- Every value is stored with a checksum of its key and its bytes together: a value
+  damaged, or found under another key (two rows or value files swapped), is dropped and
+  reported as a miss, so it is recompiled, never trusted. A vanished value is a miss too.
+- A damaged database (cut short, overwritten, a page zeroed) is a cache miss as a whole:
+  `CacheDamaged` is raised, and `Builder` sets the store aside (`quarantine()`), says so
+  in one line, and builds again on a fresh one.
+- A full disk raises `CacheFull` naming the directory; what was written before stays.
 - Size is bounded (`size_limit`); the oldest stored entries are evicted first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import marshal
 import os
+import sys
+import time
+from collections.abc import Iterator
 from types import CodeType
 
 import xxhash
 
-from .manifest import INTERPRETER_TAG
+from thinlink.errors import CacheFull, ThinlinkError
+from thinlink.launch import INTERPRETER_TAG, claim_cache_dir
+
 from .text import SourceText
 from .units import ModuleRecord, dump_record, load_record
+from .writebehind import WriteBehind
 
-__all__ = ["Cache", "INTERPRETER_TAG", "DEFAULT_SIZE_LIMIT"]
+__all__ = ["Cache", "CacheDamaged", "DEFAULT_SIZE_LIMIT", "INTERPRETER_TAG"]
 
 DEFAULT_SIZE_LIMIT = 2**30  # 1 GiB
 _SUM = 8  # bytes of checksum in front of every value
@@ -33,12 +45,22 @@ _MEMO_BYTES = 64 * 2**20
 # SQLite's page cache, in pages: its default grows with the database; a build reads and
 # writes each value once, so a small one keeps a cold build's memory down at no cost.
 _SQLITE_CACHE_PAGES = 2**10
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def _sqlite_error() -> type[Exception]:
-    import sqlite3  # loaded with diskcache already
+class CacheDamaged(ThinlinkError):
+    """The cache's database cannot be read (damaged on disk). Raised by `Cache`; the
+    builder sets the store aside and builds again (see `Cache.quarantine`)."""
 
-    return sqlite3.Error
+
+def _diskcache():  # noqa: ANN202 - the module
+    # diskcache's package imports its Django integration, which imports Django itself
+    # where it is installed: 70 ms for every build of every Django developer. Marking
+    # that submodule as absent makes diskcache's own guard skip it.
+    sys.modules.setdefault("diskcache.djangocache", None)  # type: ignore[arg-type]
+    import diskcache
+
+    return diskcache
 
 
 def _log():  # noqa: ANN202 - logging loads on the warning paths only
@@ -61,32 +83,80 @@ class Cache:
         *,
         memo: bool = False,
     ):
-        # Here, not at import: keys and a no-op build do without them.
-        from pathlib import Path
-
-        import diskcache
-
-        self._diskcache = diskcache
-        self.directory = Path(directory)
+        self.directory = os.fspath(directory)
+        self.size_limit = size_limit
         self._memo: dict[str, bytes] = {}
         self._memo_bytes = 0
         self._memo_limit = _MEMO_BYTES if memo else 0
         self._records: dict[str, ModuleRecord] = {}
         self._texts: dict[str, SourceText] = {}
-        # Values not written yet (records still unserialised), see write_behind().
-        self._unwritten: dict[str, bytes | ModuleRecord] | None = None
-        self._store = diskcache.Cache(
-            str(self.directory / "objects"),
-            size_limit=size_limit,
+        # Values not written yet (records still unserialised), see WriteBehind.
+        self.behind: WriteBehind[str, bytes | ModuleRecord] = WriteBehind(self._write_all)
+        self.attempted = 0  # bytes this cache was asked to store: for a full disk's message
+        claim_cache_dir(self.directory)
+        self._store = self._open()
+
+    def _open(self):  # noqa: ANN202 - a diskcache.Cache
+        diskcache = _diskcache()
+        try:
+            with self._guard():
+                return self._new_store(diskcache)
+        except (CacheFull, CacheDamaged, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - diskcache reading damaged settings
+            raise CacheDamaged(f"{self.directory}: {type(exc).__name__}: {exc}") from None
+
+    def _new_store(self, diskcache):  # noqa: ANN001, ANN202
+        return diskcache.Cache(
+            os.path.join(self.directory, "objects"),
+            size_limit=self.size_limit,
             eviction_policy="least-recently-stored",
             # Values are small and written once; keeping them in SQLite up to 1 MiB
             # saves a file per module.
             disk_min_file_size=2**20,
-            # Culling on every write costs a size query per value; `cull()` runs once
-            # at the end of each build instead.
+            # Culling on every write costs a size query per value; `cull()` runs
+            # once at the end of each build instead.
             cull_limit=0,
             sqlite_cache_size=_SQLITE_CACHE_PAGES,
         )
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn the store's failures into what they mean: `CacheFull` or `CacheDamaged`."""
+        import sqlite3
+
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise CacheFull(self.directory, 2 * self.attempted or None) from None
+            raise
+        except sqlite3.Error as exc:
+            text = str(exc)
+            if "full" in text or ("disk I/O" in text and _disk_is_full(self.directory)):
+                raise CacheFull(self.directory, 2 * self.attempted or None) from None
+            raise CacheDamaged(f"{self.directory}: {text}") from None
+
+    def quarantine(self) -> str:
+        """Set the damaged store aside (renamed, not deleted: the user may want to look)
+        and open an empty one in its place; returns where the damaged one went."""
+        try:
+            self._store.close()
+        except Exception:  # noqa: BLE001 - closing a damaged store may fail any way
+            pass
+        objects = os.path.join(self.directory, "objects")
+        aside = f"{objects}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            os.replace(objects, aside)
+        except FileNotFoundError:
+            pass
+        self._memo.clear()
+        self._records.clear()
+        self._texts.clear()
+        self._memo_bytes = 0
+        self.behind.discard()
+        self._store = self._open()
+        return aside
 
     # keys -------------------------------------------------------------------
 
@@ -103,7 +173,7 @@ class Cache:
 
     @staticmethod
     def source_key(digest: str) -> str:
-        return f"src:{digest}"
+        return f"src:{INTERPRETER_TAG}:{digest}"
 
     # values -----------------------------------------------------------------
 
@@ -117,9 +187,9 @@ class Cache:
         found = self._memo.get(key)
         if found is not None:
             return found
-        if self._unwritten and key in self._unwritten:
-            value = self._unwritten[key]
-            return dump_record(value) if isinstance(value, ModuleRecord) else value
+        held = self.behind.get(key)
+        if held is not None:
+            return dump_record(held) if isinstance(held, ModuleRecord) else held
         payload = self._read(key)
         if payload is not None:
             self._remember(key, payload)
@@ -139,22 +209,25 @@ class Cache:
 
     def _read(self, key: str) -> bytes | None:
         try:
-            value = self._store.get(key)
-        except (OSError, self._diskcache.Timeout) as exc:  # a vanished value file is a miss
+            with self._guard():
+                value = self._store.get(key)
+        except (OSError, self._timeout()) as exc:  # a vanished value file, a busy store
             _log().debug("cache read of %s failed: %s", key, exc)
             return None
-        except Exception as exc:  # a garbled row: diskcache failed to decode it per its mode
-            _log().warning("dropping unreadable cache entry %s: %r", key, exc)
+        except ThinlinkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - diskcache decoding a garbled row
+            _log().warning("dropping a damaged cache entry (%s): %r", key, exc)
             self._discard(key)
             return None
         if not isinstance(value, bytes) or len(value) < _SUM:
             if value is not None:
-                _log().warning("dropping corrupt cache entry %s", key)
+                _log().warning("dropping a damaged cache entry (%s)", key)
                 self._discard(key)
             return None
         payload = value[_SUM:]
-        if xxhash.xxh3_64_digest(payload) != value[:_SUM]:
-            _log().warning("dropping corrupt cache entry %s", key)
+        if _checksum(key, payload) != value[:_SUM]:
+            _log().warning("dropping a damaged or misplaced cache entry (%s)", key)
             self._discard(key)
             return None
         return payload
@@ -162,47 +235,40 @@ class Cache:
     def _discard(self, key: str) -> None:
         # Best effort: another build holding the write lock must not fail this read.
         try:
-            self._store.delete(key)
-        except (OSError, self._diskcache.Timeout, _sqlite_error()):
+            with self._guard():
+                self._store.delete(key)
+        except (OSError, ThinlinkError, self._timeout()):
             pass
+
+    def _timeout(self) -> type[Exception]:
+        return _diskcache().Timeout
 
     def put(self, key: str, payload: bytes) -> None:
         """Store `payload` under `key`. Operation is atomic.
 
-        With `write_behind()` on, the value is kept in memory until `flush()`.
+        While `behind` is started, the value is kept in memory until `flush()`.
         """
-        if self._unwritten is not None:
-            self._remember(key, payload)
-            self._unwritten[key] = payload
-            return
-        self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
+        self.attempted += len(payload)
         self._remember(key, payload)
-
-    def write_behind(self) -> None:
-        """Keep writes in memory until `flush()` (needs `memo=True`).
-
-        For `thinlink dev`: a save's patch goes out first, and its records reach the
-        disk after, off the path between a save and the app running the new code.
-        """
-        if not self._memo_limit:
-            raise ValueError("write_behind() needs a Cache opened with memo=True")
-        if self._unwritten is None:
-            self._unwritten = {}
+        if not self.behind.hold(key, payload):
+            with self._guard():
+                self._store.set(key, _checksum(key, payload) + payload)
 
     def flush(self) -> int:
-        """Write what `write_behind()` kept in memory, in one transaction; returns how many."""
-        pending = self._unwritten
-        if not pending:
-            return 0
-        with self._store.transact():
-            for key, value in pending.items():
+        """Write what `behind` holds, in one transaction; returns how many values."""
+        return self.behind.flush()
+
+    def _write_all(self, values: dict[str, bytes | ModuleRecord]) -> None:
+        with self._guard(), self._store.transact():
+            for key, value in values.items():
                 payload = dump_record(value) if isinstance(value, ModuleRecord) else value
-                self._store.set(key, xxhash.xxh3_64_digest(payload) + payload)
-        self._unwritten = {}
-        return len(pending)
+                self._store.set(key, _checksum(key, payload) + payload)
 
     def __contains__(self, key: str) -> bool:
-        return bool(self._unwritten and key in self._unwritten) or key in self._store
+        if self.behind.get(key) is not None:
+            return True
+        with self._guard():
+            return key in self._store
 
     def get_record(self, key: str) -> ModuleRecord | None:
         """The module record under `key` (decoded once per key with `memo=True`)."""
@@ -216,15 +282,12 @@ class Cache:
         return record
 
     def put_record(self, key: str, record: ModuleRecord) -> None:
-        if self._unwritten is not None:
-            # Serialised when flushed: dumping a large module's record is the costliest
-            # part of storing it.
-            self._records[key] = record
-            self._unwritten[key] = record
-            return
-        self.put(key, dump_record(record))
         if self._memo_limit:
             self._records[key] = record
+        # Serialised when flushed, when writing behind: dumping a large module's record
+        # is the costliest part of storing it.
+        if not self.behind.hold(key, record):
+            self.put(key, dump_record(record))
 
     def source_text(self, digest: str, path: str, data: bytes | None = None) -> SourceText | None:
         """The decoded text of a source version (from `data` if given, else the cache).
@@ -260,21 +323,26 @@ class Cache:
     def put_code(self, key: str, code: CodeType) -> None:
         self.put(key, marshal.dumps(code))
 
-    def transact(self):  # noqa: ANN201 - a context manager
+    @contextlib.contextmanager
+    def transact(self) -> Iterator[None]:
         """Group writes into one transaction (much faster for many small values)."""
-        if self._unwritten is not None:
-            return contextlib.nullcontext()  # nothing is written until flush()
-        return self._store.transact()
+        if self.behind.active:
+            yield  # nothing is written until flush()
+            return
+        with self._guard(), self._store.transact():
+            yield
 
     # housekeeping ------------------------------------------------------------
 
     def cull(self) -> int:
         """Evict entries until the cache is under its size limit; returns how many."""
-        return self._store.cull()
+        with self._guard():
+            return self._store.cull()
 
     def volume(self) -> int:
         """Bytes used on disk."""
-        return self._store.volume()
+        with self._guard():
+            return self._store.volume()
 
     def clear(self) -> int:
         """Remove every entry; returns how many were removed."""
@@ -282,16 +350,34 @@ class Cache:
         self._records.clear()
         self._texts.clear()
         self._memo_bytes = 0
-        if self._unwritten:
-            self._unwritten = {}
-        return self._store.clear()
+        self.behind.discard()
+        with self._guard():
+            return self._store.clear()
 
     def close(self) -> None:
-        self.flush()
-        self._store.close()
+        try:
+            self.flush()
+        finally:
+            self._store.close()
 
     def __enter__(self) -> Cache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checksum(key: str, payload: bytes) -> bytes:
+    """Binds a value to its key: the same bytes under another key do not check."""
+    state = xxhash.xxh3_64(key.encode("utf-8", "surrogatepass") + b"\0")
+    state.update(payload)
+    return state.digest()
+
+
+def _disk_is_full(directory: str) -> bool:
+    # SQLite reports some failed writes on a full disk as "disk I/O error".
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024

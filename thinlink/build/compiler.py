@@ -29,7 +29,6 @@ import xxhash
 from hotpatch.relocation import firstlineno_const, relocate
 
 from thinlink.errors import SourceError
-from .text import split_lines  # noqa: F401 - its home was here; kept importable from here
 from .units import CodeRef, Segment, Unit
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -44,7 +43,6 @@ __all__ = [
     "relocate",
     "find_code",
     "text_digest",
-    "split_lines",
     "import_bindings",
     "definition_lines",
 ]
@@ -58,13 +56,23 @@ _CO_NEWLOCALS = 0x0002  # inspect.CO_NEWLOCALS, without importing inspect
 
 
 def compile_module(data: bytes | str, path: str) -> CodeType:
-    """Compile a whole module like the import system does; `SourceError` on failure."""
+    """Compile a whole module like the import system does; `SourceError` on failure.
+
+    Anything `compile()` raises is the file's failure, not the build's: a syntax error,
+    null bytes (ValueError), an expression nested too deep (RecursionError), too large
+    to compile (MemoryError, OverflowError)."""
     try:
         return compile(data, path, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise SourceError.from_syntax_error(path, exc) from None
-    except ValueError as exc:  # null bytes in the source
-        raise SourceError(path, 1, 1, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - see above
+        raise SourceError(path, 1, 1, _compile_failure(exc)) from None
+
+
+def _compile_failure(exc: Exception) -> str:
+    if isinstance(exc, ValueError):
+        return str(exc)  # "source code string cannot contain null bytes"
+    return f"cannot compile: {type(exc).__name__}: {exc}"
 
 
 def compile_fragment(
@@ -85,8 +93,8 @@ def compile_fragment(
         return compile(text, path, "exec", flags=flags, dont_inherit=True)
     except SyntaxError as exc:
         raise SourceError.from_syntax_error(path, exc) from None
-    except ValueError as exc:
-        raise SourceError(path, start, 1, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - as in compile_module
+        raise SourceError(path, start, 1, _compile_failure(exc)) from None
 
 
 def text_digest(lines: Sequence[str], flags: int) -> str:

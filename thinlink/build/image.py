@@ -1,37 +1,43 @@
-"""Writing a build's image: the file `thinlink run` hands to the runtime's importer.
+"""Writing a build's image: the file a program is started from (`hotpatch.image`).
 
-The image format belongs to the runtime (`hotpatch.image`); this side fills it from
-the cache. A module rebuilt incrementally has no whole-module code yet (only its
-changed fragments were compiled): it is compiled here, once, and cached (or, for
-`thinlink dev`, left to the importer).
+The image format belongs to the runtime; this side fills it from the cache. A module
+rebuilt incrementally has no whole-module code yet (only its changed fragments were
+compiled): it is compiled here, once, and cached (or, for `thinlink dev`, left to the
+importer). An image found damaged is written again, with one line saying so.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from hotpatch.image import Image, ImageEntry, write_image
+from hotpatch.image import Image, ImageEntry, ImageError, read_image, source_digest, write_image
+from thinlink.errors import SourceError
+from thinlink.launch import image_file, read_source
 
 from .cache import Cache
 from .compiler import compile_module
-from thinlink.errors import SourceError
 from .manifest import Manifest
 
-__all__ = ["ensure_image", "image_path", "whole_code"]
+__all__ = ["ensure_image", "whole_code"]
 
 _KEEP_IMAGES = 8
 
 
 def whole_code(cache: Cache, path: str, digest: str) -> bytes | None:
-    """Marshalled code of one module version, compiling it if only fragments exist."""
+    """Marshalled code of one module version, compiling it if only fragments exist (from
+    the cached source, or the file if it still holds that version); None if neither."""
     key = cache.module_key("code", path, digest)
     code = cache.get(key)
     if code is not None:
         return code
     source = cache.get(cache.source_key(digest))
     if source is None:
-        return None
+        try:
+            source = read_source(path)
+        except OSError:
+            return None
+        if source_digest(source) != digest:
+            return None
     try:
         compiled = compile_module(source, path)
     except SourceError:
@@ -40,17 +46,8 @@ def whole_code(cache: Cache, path: str, digest: str) -> bytes | None:
     return cache.get(key)
 
 
-def image_path(cache_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Where the image of `manifest` is (or will be) under a cache directory.
-
-    Callers check it before opening the cache: a build whose image exists needs nothing
-    from the cache, and opening it makes the next build check every record again.
-    """
-    return Path(cache_dir) / "images" / f"{manifest.build_id}.img"
-
-
-def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = True) -> Path:
-    """The image file of `manifest`, written if it does not exist yet.
+def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = True) -> str:
+    """The path of the image of `manifest`, written if it does not exist yet or is damaged.
 
     With `compile_missing=False`, a module that has no whole-module code in the cache
     (one rebuilt a segment at a time) gets an empty entry, which the importer compiles
@@ -58,13 +55,17 @@ def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = Tr
     must not spend a large module's compile time on each. Such an image has a name of
     its own, so that `thinlink run` of the same build never picks it up.
     """
-    path = image_path(cache.directory, manifest)
+    path = image_file(cache.directory, manifest.build_id)
     if not compile_missing:
-        path = path.with_suffix(".lazy.img")
-    images = path.parent
-    if path.exists():
-        return path
-    images.mkdir(parents=True, exist_ok=True)
+        path = path.removesuffix(".img") + ".lazy.img"
+    if os.path.exists(path):
+        try:
+            read_image(path)
+            return path
+        except ImageError as exc:
+            from thinlink.cli import console
+
+            console.warning(f"thinlink: {exc}; writing it again")
     entries = {}
     for module in manifest.modules:
         if module.digest is None or module.error is not None:
@@ -75,13 +76,29 @@ def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = Tr
             code = cache.get(cache.module_key("code", module.path, module.digest)) or b""
         if code is not None:
             entries[module.path] = ImageEntry(module.digest, code)
-    write_image(str(path), Image(manifest.build_id, manifest.root, entries))
-    _prune(images, keep=path)
+    write_image(path, Image(manifest.build_id, manifest.root, entries))
+    _prune(os.path.dirname(path), keep=path)
     return path
 
 
-def _prune(images: Path, keep: Path) -> None:
-    old = sorted(images.glob("*.img"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in old[_KEEP_IMAGES:]:
+def _prune(images: str, keep: str) -> None:
+    """Remove all but the newest images. Another process may prune the same directory
+    at once: a file gone meanwhile is simply gone."""
+    found = []
+    try:
+        with os.scandir(images) as entries:
+            for entry in entries:
+                if entry.name.endswith(".img") and not entry.name.startswith("session-"):
+                    try:
+                        found.append((entry.stat().st_mtime, entry.path))
+                    except FileNotFoundError:
+                        continue
+    except OSError:
+        return
+    found.sort(reverse=True)
+    for _, stale in found[_KEEP_IMAGES:]:
         if stale != keep:
-            stale.unlink(missing_ok=True)
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass

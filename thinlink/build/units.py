@@ -18,6 +18,8 @@ import marshal
 from collections import namedtuple
 from collections.abc import Iterable
 
+from thinlink.launch import STORAGE_FORMAT
+
 __all__ = [
     "Unit",
     "CodeRef",
@@ -207,7 +209,7 @@ def count_units(segments: Iterable[Segment]) -> int:
     return sum(1 + len(s.compiled_units) for s in segments)
 
 
-_RECORD_FORMAT = 3  # 3: units stored at their compiled lines
+_RECORD_FORMAT = STORAGE_FORMAT  # records change with the storage format
 
 
 def dump_record(record: ModuleRecord) -> bytes:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import hotpatch
-from hotpatch._apply import no_gc
 from hotpatch.bundle import encode
+from hotpatch.gcpause import paused as gc_paused
 from hotpatch.protocol import new_secret
 from thinlink.build.builder import Builder, BuildResult
 from thinlink.build.image import ensure_image
@@ -64,7 +64,7 @@ class DevSession:
         self.target = target  # [SCRIPT, *ARGS] or ["-m", MODULE, *ARGS]
         self.verbose = verbose
         self.secret = new_secret()
-        self.image = builder.cache_dir / "images" / f"session-{os.getpid()}.img"
+        self.image = Path(builder.cache_dir, "images", f"session-{os.getpid()}.img")
         self.main_path = None if target[0] == "-m" else os.path.abspath(target[0])
         self.current: Manifest | None = None  # the build the app's processes run
         self.latest: Manifest | None = None  # the last good build of the files
@@ -86,8 +86,7 @@ class DevSession:
             console.error(str(err))
         self.current = self.latest = result.manifest
         # From now on a save's records reach the disk after its patch has gone out.
-        self.builder.cache.write_behind()
-        self.builder.store.write_behind()
+        self.builder.write_behind()
         if self.main_path is None:  # -m MODULE: its file is the one that runs as __main__
             modules = result.manifest.by_name()
             found = modules.get(f"{self.target[1]}.__main__") or modules.get(self.target[1])
@@ -278,7 +277,7 @@ class DevSession:
         started = time.perf_counter()
         # No collection of the session's heap (records of every module) from a save to its
         # patch sent: it would be most of the patch's latency.
-        with self._build_lock, no_gc():
+        with self._build_lock, gc_paused():
             try:
                 self._patch(paths, started)
             finally:
@@ -321,8 +320,7 @@ class DevSession:
         """Write what the last build kept in memory: records and code to the cache, then
         the manifest and refs that point at them."""
         try:
-            self.builder.cache.flush()
-            self.builder.store.flush()
+            self.builder.flush()
         except Exception as exc:  # boundary: a full disk must not stop the session
             console.warning(f"{_now()} could not write to the cache: {exc}")
 

@@ -18,45 +18,25 @@ from collections.abc import Iterator, Sequence
 
 import watchfiles
 
+from thinlink.launch import IGNORED_DIRS, is_ignored_dir
+
 __all__ = [
     "SourceFilter",
     "watch_changes",
     "poll_changes",
     "backend_name",
-    "IGNORED_DIRS",
     "IGNORED_FILES",
 ]
 
-IGNORED_DIRS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        "__pycache__",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        "site-packages",
-        "node_modules",
-        ".thinlink",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        ".idea",
-        ".vscode",
-    }
-)
 IGNORED_FILES = ("*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp", "*.pyc")
 
 
 class SourceFilter(watchfiles.DefaultFilter):
     """Python sources (or `include` globs) not under an ignored directory or `exclude`.
 
-    The directories ignored are those the build skips (see `thinlink.build.sources`): hidden
+    The directories ignored are those the build skips (`thinlink.launch.is_ignored_dir`): hidden
     ones, caches, virtual environments (any directory holding a `pyvenv.cfg`, whatever
-    its name), `build`/`dist` output, plus editors' own. Only the part of a path below
+    its name), `build`/`dist` output. Only the part of a path below
     the watched root it is in counts: a project that itself lives under `~/build/` or
     `~/.local/` is watched. Globs match the file name, the path relative to its watched
     root (`tests/*`) or the absolute path.
@@ -68,7 +48,9 @@ class SourceFilter(watchfiles.DefaultFilter):
         exclude: Sequence[str] = (),
         roots: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
-        super().__init__(ignore_dirs=tuple(IGNORED_DIRS), ignore_entity_patterns=())
+        # Ignored directories are decided by `is_ignored_dir` below (the build's rule);
+        # watchfiles' own list only spares it from looking into the common large ones.
+        super().__init__(ignore_dirs=(*IGNORED_DIRS, ".git", ".venv"), ignore_entity_patterns=())
         self.include = tuple(include)
         self.exclude = tuple(exclude)
         # Longest first, so a path is taken relative to the innermost watched root.
@@ -81,7 +63,7 @@ class SourceFilter(watchfiles.DefaultFilter):
         here = root
         for part in parts:
             here = os.path.join(here, part)
-            if _ignored_dir(here, part):
+            if is_ignored_dir(here, part):
                 return False
         if any(fnmatch.fnmatch(name, p) for p in IGNORED_FILES):
             return False
@@ -96,14 +78,6 @@ class SourceFilter(watchfiles.DefaultFilter):
             if path.startswith(root + os.sep):
                 return root, path[len(root) + 1 :]
         return os.path.dirname(path), os.path.basename(path)
-
-
-def _ignored_dir(path: str, name: str) -> bool:
-    if name in IGNORED_DIRS or name.startswith(".") or name.endswith(".egg-info"):
-        return True
-    if name in ("build", "dist"):  # setuptools' output, unless it is a real package
-        return not os.path.exists(os.path.join(path, "__init__.py"))
-    return os.path.exists(os.path.join(path, "pyvenv.cfg"))
 
 
 def backend_name(poll: bool) -> str:
@@ -195,7 +169,7 @@ def _scan(
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not _ignored_dir(entry.path, entry.name):
+                    if not is_ignored_dir(entry.path, entry.name):
                         todo.append(entry.path)
                     continue
             except OSError:

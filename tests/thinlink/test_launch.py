@@ -1,4 +1,5 @@
-"""Finding a project's root and its module files, on real directory trees."""
+"""The launch path on real directory trees: the project's root, its module files, and
+whether the last build is still the working tree."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from thinlink.build.sources import discover, find_root, module_name
+from thinlink.launch import discover, find_root
 
 
 def write(root: Path, *names: str, text: str = "x = 1\n") -> None:
@@ -19,7 +20,7 @@ def write(root: Path, *names: str, text: str = "x = 1\n") -> None:
 
 def names(root: Path) -> list[str]:
     found, _ = discover(root)
-    return [f.name for f in found]
+    return [name for _, name in found]
 
 
 def test_modules_and_packages_get_dotted_names(tmp_path):
@@ -27,21 +28,20 @@ def test_modules_and_packages_get_dotted_names(tmp_path):
         tmp_path, "top.py", "pkg/__init__.py", "pkg/mod.py", "pkg/sub/__init__.py", "pkg/sub/x.py"
     )
     found, warnings = discover(tmp_path)
-    assert [(Path(f.path).relative_to(tmp_path).as_posix(), f.name) for f in found] == [
+    assert [(Path(path).relative_to(tmp_path).as_posix(), name) for path, name in found] == [
         ("pkg/__init__.py", "pkg"),
         ("pkg/mod.py", "pkg.mod"),
         ("pkg/sub/__init__.py", "pkg.sub"),
         ("pkg/sub/x.py", "pkg.sub.x"),
         ("top.py", "top"),
     ]
-    assert all(os.path.isabs(f.path) for f in found)
+    assert all(os.path.isabs(path) for path, _ in found)
     assert warnings == []
 
 
 def test_src_layout_names_have_no_src_prefix(tmp_path):
     write(tmp_path, "src/app/__init__.py", "src/app/core.py", "src/single.py", "tools/gen.py")
     assert names(tmp_path) == ["app", "app.core", "single", "tools.gen"]
-    assert module_name(tmp_path, tmp_path / "src" / "app" / "core.py") == "app.core"
 
 
 def test_directories_nobody_builds_are_ignored(tmp_path):
@@ -79,7 +79,7 @@ def test_a_symlink_loop_is_skipped_with_a_warning(tmp_path):
     os.symlink("..", tmp_path / "pkg" / "loop")
     os.symlink(".", tmp_path / "pkg" / "self")
     found, warnings = discover(tmp_path)
-    assert [f.name for f in found] == ["pkg", "pkg.mod"]
+    assert [name for _, name in found] == ["pkg", "pkg.mod"]
     assert len(warnings) == 2
     assert all("symlink loop" in w and w.endswith("skipped") for w in warnings)
     assert any(w.startswith(str(tmp_path / "pkg" / "loop")) for w in warnings)
@@ -92,7 +92,7 @@ def test_a_second_name_for_a_directory_does_not_rename_its_modules(tmp_path):
     (tmp_path / "docs").mkdir()
     os.symlink("../examples", tmp_path / "docs" / "examples")
     found, warnings = discover(tmp_path)
-    assert [(f.name, f.path) for f in found] == [
+    assert [(name, path) for path, name in found] == [
         ("examples.demo", str(tmp_path / "examples" / "demo.py"))
     ]
     assert len(warnings) == 1 and "already included" in warnings[0]
@@ -113,7 +113,7 @@ def test_odd_entries_named_like_modules(tmp_path):
     (tmp_path / "folder.py").mkdir()
     found, warnings = discover(tmp_path)
     # unreadable files are listed, for the build to report; a directory is not a module
-    assert [f.name for f in found] == ["dangling", "ok", "selfref"]
+    assert [name for _, name in found] == ["dangling", "ok", "selfref"]
     assert warnings == []
 
 
@@ -123,10 +123,10 @@ def test_find_root_walks_up_to_the_nearest_marker(tmp_path):
         deep = project / "a" / "b"
         deep.mkdir(parents=True)
         (project / marker).mkdir() if marker == ".git" else (project / marker).write_text("")
-        assert find_root(deep) == project
-        assert find_root(project) == project
+        assert find_root(deep) == str(project)
+        assert find_root(project) == str(project)
         write(deep, "mod.py")
-        assert find_root(deep / "mod.py") == project
+        assert find_root(deep / "mod.py") == str(project)
 
 
 def test_find_root_without_a_marker_is_the_start(tmp_path, monkeypatch):
@@ -135,6 +135,6 @@ def test_find_root_without_a_marker_is_the_start(tmp_path, monkeypatch):
     markers = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
     if any((parent / m).exists() for parent in start.parents for m in markers):
         pytest.skip("a project marker above the temporary directory")
-    assert find_root(start) == start
+    assert find_root(start) == str(start)
     monkeypatch.chdir(start)
-    assert find_root() == start
+    assert find_root() == str(start)
