@@ -155,7 +155,7 @@ def _apply_modules(
             continue
         for module in modules:
             if patch.digest is not None and isinstance(module.__file__, str):
-                tx.setitem(provenance.digests, os.path.realpath(module.__file__), patch.digest)
+                tx.setitem(provenance.digests, module.__file__, patch.digest)
         for module in modules:
             tx.snapshot(module.__dict__)
             files = module_files(module, patch.path)

@@ -18,8 +18,9 @@ Where a digest comes from:
   same code is the file's digest recorded (else the file changed since the import, and
   the module cannot be patched until it is imported again).
 
-Keys are the real path of the module's file. Single dict operations: safe to read from
-the patch client's thread while the main thread imports.
+Keys are the module's `__file__`, as its loader set it (no path resolution: recording
+is on every import's path). Single dict operations: safe to read from the patch
+client's thread while the main thread imports.
 """
 
 from __future__ import annotations
@@ -46,20 +47,20 @@ __all__ = [
     "untrack",
 ]
 
-# Real path of a module's file -> digest of the source it runs. Patches change it under
-# the apply lock, through their undo log (a rolled back patch puts the old digest back).
+# A module's `__file__` -> digest of the source it runs. Patches change it under the
+# apply lock, through their undo log (a rolled back patch puts the old digest back).
 digests: dict[str, str] = {}
 _finder: TrackingFinder | None = None
 
 
 def record(path: str, digest: str) -> None:
-    """Note that the module loaded from `path` runs the source with `digest`."""
-    digests[os.path.realpath(path)] = digest
+    """Note that the module whose `__file__` is `path` runs the source with `digest`."""
+    digests[path] = digest
 
 
 def digest_of(path: str) -> str | None:
-    """The digest of the source the module from `path` runs, if known."""
-    return digests.get(os.path.realpath(path))
+    """The digest of the source the module whose `__file__` is `path` runs, if known."""
+    return digests.get(path)
 
 
 class TrackingLoader(SourceFileLoader):

@@ -236,7 +236,13 @@ class Builder:
                     continue
             digest = check.digests.get(path) or source_digest(data)
             key = Cache.module_key("record", path, digest)
-            record = None if empty else self.cache.get_record(key)
+            # A session holding the previous version in memory derives the new one from it
+            # (a millisecond) rather than read a stored copy from an earlier session (a
+            # large module's record is many milliseconds to read and decode).
+            derive = before is not None and self._cache is not None and self._cache.holds(
+                before.record or ""
+            )
+            record = None if empty or derive else self.cache.get_record(key)
             if record is not None:
                 entries[path] = ModuleEntry(name, path, digest, key, record.unit_count)
                 reused += record.unit_count

@@ -281,6 +281,10 @@ class Cache:
             self._records[key] = record
         return record
 
+    def holds(self, key: str) -> bool:
+        """True when the record under `key` is in memory (`memo=True`): reading it is free."""
+        return key in self._records
+
     def put_record(self, key: str, record: ModuleRecord) -> None:
         if self._memo_limit:
             self._records[key] = record
