@@ -3,10 +3,20 @@
 Importing it does nothing: no hooks, threads or sockets until hot patching is enabled
 (by `thinlink run`/`thinlink dev`, `HOTPATCH_ENABLED=1`, or `enable()`).
 
-Layers: `bundle` (the public wire format the build side writes), `_jumptable` (call,
-hot, safe points, callbacks), `_apply` with `_locate`, `_conform` and `_transaction`
-(applying a bundle all or nothing), `_image`, `_loader` and `_boot` (running a program
-from a build). `_apply` is loaded on first use: it is not free to import.
+Public modules, shared with the build side (which never imports a private one): `bundle`
+(the patch wire format), `image` (the build image format), `protocol` (the dev session's
+wire protocol), `relocation` (moving code objects to other lines), `provenance` (which
+source each live module runs), `boot` (running a program from an image), `fileio`
+(atomic writes) and `gcpause`. Private: `_jumptable` (call, hot, safe points, callbacks),
+`_apply` with `_locate`, `_conform` and `_transaction` (applying a bundle all or
+nothing), `_loader` (the import hook), `_client`, `_child` and `_site/` (joining a dev
+session).
+
+The start-up path: `_jumptable`, `image`, `_loader`, `provenance` and `boot` run before
+the program's first line (`_jumptable` in production too, for `@hot`), so they import
+only what the interpreter has loaded at start-up or costs nothing: no typing, dataclasses
+or functools. Their annotations name types under `if TYPE_CHECKING:`, where
+`TYPE_CHECKING = False` stands for typing's. `_apply` is loaded on first use.
 """
 
 from ._errors import BundleError as BundleError

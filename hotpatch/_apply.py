@@ -91,14 +91,14 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
             _apply_modules(bundle, tx, changes, timings)
         except NeedsRestart as exc:
             tx.rollback()
-            _jumptable._update_mode()
+            _jumptable.update_mode()
             timings["total"] = _ms(start)
             return PatchReport(
                 previous, warnings=tuple(changes.warnings), needs_restart=str(exc), timings=timings
             )
         except BaseException:
             tx.rollback()
-            _jumptable._update_mode()
+            _jumptable.update_mode()
             raise
         tx.commit()
         set_build(bundle.target_build)
@@ -139,7 +139,7 @@ def _finish(caches: list[object], report: PatchReport) -> None:
     # Caches filled by the old code are stale: clear them (harmless if they were not).
     for cache in {id(c): c for c in caches}.values():
         cache.cache_clear()  # type: ignore[attr-defined]
-    _jumptable._update_mode()
+    _jumptable.update_mode()
     _jumptable.notify(report)
 
 
@@ -475,3 +475,6 @@ def _first_line(source: str) -> str:
 
 def _ms(start: float) -> float:
     return (perf_counter() - start) * 1000.0
+
+
+_jumptable.install_applier(apply, LOCK)

@@ -5,7 +5,7 @@ runs the new body and needs no table. The table only maps an object that a patch
 *replace* (a definition re-run with another decorator) to its replacement, for the callers
 that go through `call` or `@hot`; it is also keyed by `module:qualname`.
 
-Why `call` is two different objects. SPEC: `call(f)` costs at most 2x `f()`. Measured on
+Why `call` is two different objects. The target: `call(f)` costs at most 2x `f()`. Measured on
 3.11-3.13 (ratios of timeit medians with the loop, a trivial `f`, benchmarks/bench_call.py):
   - a C callable pays one C-to-Python call of `fn`, which a direct call does not (the
     interpreter pushes a Python callee's frame inline): `operator.call` is 1.7x on 3.11 and
@@ -53,7 +53,7 @@ import sys
 import time
 from _operator import call as _operator_call
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
@@ -74,11 +74,13 @@ __all__ = [
     "enabled",
     "grace",
     "hot",
+    "install_applier",
     "on_patch",
     "resolve",
     "safepoint",
     "set_build",
     "submit",
+    "update_mode",
 ]
 
 GRACE = 0.020  # seconds the client thread waits for the main thread's safe point
@@ -165,7 +167,7 @@ def enable() -> None:
     _enabled = True
     with _queue_lock:
         _set_pending(True)  # probe: the main thread's first call shows it reaches safe points
-    _update_mode()
+    update_mode()
 
 
 def enabled() -> bool:
@@ -197,7 +199,7 @@ def _look(fn: Any) -> Any:
     return fn
 
 
-# What apps get as `hotpatch.call` (see the module docstring); `_update_mode` rebinds it.
+# What apps get as `hotpatch.call` (see the module docstring); `update_mode` rebinds it.
 call: Callable[..., Any] = _call if enabled() else _operator_call
 
 
@@ -208,7 +210,7 @@ def _set_pending(value: bool) -> None:
     _check = value or bool(_table)
 
 
-def _update_mode() -> None:
+def update_mode() -> None:
     """Recompute the fast-path state after the flags, the table or the environment changed:
     `_check`, and which object `call` is (`_call` when enabled, else `operator.call`)."""
     global _check, call
@@ -289,13 +291,26 @@ def safepoint() -> tuple[PatchReport, ...]:
     return _drain()
 
 
-def _drain() -> tuple[PatchReport, ...]:
-    from . import _apply  # here, not at import: _apply imports this module
+def install_applier(apply: Callable[..., PatchReport], lock: Any) -> None:
+    """Called by `_apply` when it is imported: the function that applies a bundle's bytes
+    (`apply(data, key=...)`) and the lock it holds. Injected rather than imported (as
+    importlib's `_bootstrap_external` gets `_bootstrap`): this module is imported by every
+    app, in production too, and the applier is not free to import."""
+    global _applier, _apply_lock
+    _applier, _apply_lock = apply, lock
 
+
+_applier: Callable[..., PatchReport] | None = None
+_apply_lock: Any = None
+
+
+def _drain() -> tuple[PatchReport, ...]:
     if getattr(_local, "draining", False):
         return ()  # a callback of the patch being applied reached a safe point: not now
+    if _applier is None:
+        raise RuntimeError("hotpatch: a patch is queued but hotpatch._apply was never loaded")
     reports = []
-    with _apply.LOCK:  # one applier at a time, patches in submission order
+    with _apply_lock:  # one applier at a time, patches in submission order
         _local.draining = True
         try:
             while True:
@@ -305,7 +320,7 @@ def _drain() -> tuple[PatchReport, ...]:
                         break
                     item = _queue.pop(0)
                 try:
-                    item.report = _apply.apply(item.data, key=item.key)
+                    item.report = _applier(item.data, key=item.key)
                     reports.append(item.report)
                 except Exception as exc:  # boundary: a bad patch must not break the app
                     item.error = exc
@@ -314,7 +329,7 @@ def _drain() -> tuple[PatchReport, ...]:
                     item.done.set()
         finally:
             _local.draining = False
-    _update_mode()
+    update_mode()
     return tuple(reports)
 
 
@@ -391,7 +406,7 @@ def redirect(old: object, new: object, identity: str, tx: Transaction) -> None:
     for key in keys:
         _keyed.add(type(key))
         tx.setitem(_table, key, new)
-    _update_mode()  # `call` and `@hot` must look entries up from now on
+    update_mode()  # `call` and `@hot` must look entries up from now on
 
 
 def resolve(identity: str) -> object | None:

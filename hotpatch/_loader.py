@@ -33,7 +33,7 @@ from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from . import provenance
 from .image import Image, ImageEntry, signature, source_digest
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
     from types import CodeType, ModuleType
 
@@ -102,18 +102,21 @@ class BuildLoader(SourceFileLoader):
         trusted, self._trusted = self._trusted, False
         if trusted and self.entry.code:
             code = marshal.loads(self.entry.code)
-            _from_build[fullname] = self.build_id
-            provenance.record(path, self.entry.digest)
-            return code
+            if code.co_filename == path:
+                _from_build[fullname] = self.build_id
+                provenance.record(path, self.entry.digest)
+                return code
+            # Code compiled from another file: a damaged image. The source decides.
         if data is None:
             data = self.get_data(path)
             if source_digest(data) != self.entry.digest:
                 # Edited since the build (a reused loader, or a race with the editor).
                 _from_build.pop(fullname, None)
                 return self.source_to_code(data, path)
-        if self.entry.code:
-            code = marshal.loads(self.entry.code)
-        else:  # the image left compiling to us: these bytes are the build's source
+        code = marshal.loads(self.entry.code) if self.entry.code else None
+        if code is None or code.co_filename != path:
+            # The image left compiling to us, or holds code of another file (damaged):
+            # these bytes are the build's source.
             code = self.source_to_code(data, path)
         _from_build[fullname] = self.build_id
         provenance.record(path, self.entry.digest)

@@ -30,7 +30,7 @@ from .image import Image, ImageError, read_image
 
 __all__ = ["main", "run_module", "run_script"]
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
+TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import ModuleType, TracebackType

@@ -138,23 +138,36 @@ def encode(bundle: Bundle, key: bytes | None = None) -> bytes:
     return _HEADER.pack(MAGIC, FORMAT_VERSION, _PYMAGIC, flags, digest, len(payload)) + payload
 
 
-def decode(data: bytes, key: bytes | None = None) -> Bundle:
+def decode(data: bytes | bytearray | memoryview, key: bytes | None = None) -> Bundle:
     """Decode bytes made by `encode`. Raises `BundleError` for anything but a sound bundle.
 
     With `key`, only a bundle signed with that key is accepted; without, only an unsigned
     one. The payload is unmarshalled only after size, interpreter and digest checks pass.
+    No copy of the payload is made on the way (a bundle may be large).
     """
-    data = bytes(data)
-    if len(data) < _HEADER.size:
-        raise BundleError(f"truncated: {len(data)} bytes, a header alone is {_HEADER.size}")
-    magic, version, pymagic, flags, digest, length = _HEADER.unpack_from(data)
+    view = memoryview(data)
+    if len(view) < _HEADER.size:
+        raise BundleError(f"truncated: {len(view)} bytes, a header alone is {_HEADER.size}")
+    flags, digest, length = _check_header(bytes(view[: _HEADER.size]))
+    payload = view[_HEADER.size :]
+    if len(payload) != length:
+        raise BundleError(f"payload is {len(payload)} bytes, the header says {length}")
+    _check_digest(flags, digest, length, payload, key)
+    try:
+        plain = marshal.loads(payload)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise BundleError(f"payload does not unmarshal: {exc}") from exc
+    return _from_plain(plain)
+
+
+def _check_header(header: bytes) -> tuple[int, bytes, int]:
+    """(flags, digest, payload length) of a header that is this format's and this
+    interpreter's; `BundleError` otherwise."""
+    magic, version, pymagic, flags, digest, length = _HEADER.unpack(header)
     if magic != MAGIC:
         raise BundleError("not a hotpatch bundle (wrong magic bytes)")
     if version != FORMAT_VERSION:
         raise BundleError(f"format version {version}, this hotpatch reads {FORMAT_VERSION}")
-    payload = data[_HEADER.size :]
-    if len(payload) != length:
-        raise BundleError(f"payload is {len(payload)} bytes, the header says {length}")
     if pymagic != _PYMAGIC:
         raise BundleError(
             f"built for another Python (bytecode magic {pymagic.hex()}, this interpreter is "
@@ -162,6 +175,12 @@ def decode(data: bytes, key: bytes | None = None) -> Bundle:
         )
     if flags & ~_SIGNED:
         raise BundleError(f"unknown flags {flags:#04x}")
+    return flags, digest, length
+
+
+def _check_digest(
+    flags: int, digest: bytes, length: int, payload: memoryview, key: bytes | None
+) -> None:
     signed = bool(flags & _SIGNED)
     if signed and key is None:
         raise BundleError("bundle is signed but no key was given to verify it")
@@ -172,25 +191,34 @@ def decode(data: bytes, key: bytes | None = None) -> Bundle:
         what = (
             "signature does not match (wrong key or tampered)"
             if signed
-            else ("digest does not match (corrupt)")
+            else "digest does not match (corrupt)"
         )
         raise BundleError(what)
-    try:
-        plain = marshal.loads(payload)
-    except (ValueError, EOFError, TypeError) as exc:
-        raise BundleError(f"payload does not unmarshal: {exc}") from exc
-    return _from_plain(plain)
 
 
 def load(
     source: bytes | bytearray | memoryview | str | os.PathLike[str], key: bytes | None = None
 ) -> Bundle:
-    """Decode a bundle given as bytes, or read it from a file path first."""
+    """Decode a bundle given as bytes, or read it from a file path first (the header is
+    checked before the payload is read: a file of the wrong size is refused unread)."""
     if isinstance(source, bytes | bytearray | memoryview):
-        return decode(bytes(source), key)
+        return decode(source, key)
     try:
         with open(source, "rb") as f:
-            data = f.read()
+            header = f.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                raise BundleError(
+                    f"truncated: {len(header)} bytes, a header alone is {_HEADER.size}"
+                )
+            length = _check_header(header)[2]
+            size = os.fstat(f.fileno()).st_size
+            if size != _HEADER.size + length:
+                raise BundleError(
+                    f"the file is {size} bytes, the header says {_HEADER.size + length}"
+                )
+            data = bytearray(size)
+            data[: _HEADER.size] = header
+            f.readinto(memoryview(data)[_HEADER.size :])
     except OSError as exc:
         raise BundleError(f"cannot read {os.fspath(source)!r}: {exc.strerror or exc}") from exc
     return decode(data, key)
@@ -217,10 +245,10 @@ def _header_prefix(flags: int, length: int) -> bytes:
     return MAGIC + struct.pack(">H4sBQ", FORMAT_VERSION, _PYMAGIC, flags, length)
 
 
-def _digest(prefix: bytes, payload: bytes, key: bytes | None) -> bytes:
-    if key is None:
-        return hashlib.sha256(prefix + payload).digest()
-    return hmac.new(key, prefix + payload, hashlib.sha256).digest()
+def _digest(prefix: bytes, payload: bytes | memoryview, key: bytes | None) -> bytes:
+    state = hashlib.sha256(prefix) if key is None else hmac.new(key, prefix, hashlib.sha256)
+    state.update(payload)
+    return state.digest()
 
 
 def _to_plain(bundle: Bundle) -> tuple:

@@ -31,7 +31,7 @@ from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
 from .image import source_digest
 
-TYPE_CHECKING = False  # see hotpatch/__init__.py: the start-up path stays off typing
+TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
     from types import CodeType, ModuleType
 

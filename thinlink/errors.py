@@ -7,11 +7,14 @@ needs to act on (the file and position of a syntax error, the offending setting)
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "BuildFailed",
     "BuildNotFound",
     "CacheDirError",
     "CacheFull",
+    "DISK_FULL",
     "ConfigError",
     "ProjectError",
     "SourceError",
@@ -87,6 +90,10 @@ class ProjectError(ThinlinkError):
 class CacheDirError(ThinlinkError):
     """The cache directory cannot be used: it holds files that are not a cache's. Raised
     before anything is written to it; `str()` names the directory and what to do."""
+
+
+# The errnos of a write that failed for want of space (or of quota).
+DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 class CacheFull(ThinlinkError):

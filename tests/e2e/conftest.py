@@ -9,6 +9,7 @@ script (the ``thinlink`` next to this interpreter), through the `thinlink` fixtu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,12 @@ ENV = {
 CONSOLE_SCRIPT = Path(sys.executable).with_name("thinlink")
 
 Run = Callable[..., subprocess.CompletedProcess]
+
+
+def default_signals() -> None:
+    """`preexec_fn` for programs a test interrupts: SIGINT back to its default. A runner
+    started from a shell job has it ignored, and children inherit an ignored signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write(root: Path, files: dict[str, str]) -> None:

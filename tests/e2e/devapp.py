@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .conftest import ENV
+from .conftest import ENV, default_signals
 
 __all__ = ["DevApp", "TIMEOUT", "descendants", "edit", "wait_until"]
 
@@ -142,6 +142,7 @@ class DevApp:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            preexec_fn=default_signals,
         )
         self.out = _Stream(self.proc.stdout)
         self.err = _Stream(self.proc.stderr)

@@ -1,4 +1,4 @@
-"""SPEC.md's "Edit semantics" table, row by row, on a real running program.
+"""The edit-semantics table (docs/edit-semantics.md), row by row, on a real running program.
 
 Each test writes a project into a temporary directory, runs its driver under
 ``python -m thinlink run`` (a real subprocess), lets the driver hold references the way

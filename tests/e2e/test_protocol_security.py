@@ -1,4 +1,4 @@
-"""Protocol and security, end to end (SPEC "Protocol and security"), with real processes
+"""Protocol and security, end to end (the rules in hotpatch/protocol.py), with real processes
 and real sockets (Unix sockets in private temporary directories, and loopback TCP).
 
 - `import hotpatch` opens nothing: no threads, sockets, file descriptors or hooks.

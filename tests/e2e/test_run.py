@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENV, Run, run_command, write
+from .conftest import ENV, Run, default_signals, run_command, write
 
 PROBE = """
 import importlib.resources, inspect, json, linecache, sys, traceback
@@ -267,7 +267,7 @@ def test_sigint_ends_the_program_as_under_python(
 
     def interrupt(command: list[str]) -> tuple[int, str]:
         proc = subprocess.Popen(
-            command, cwd=tmp_path, env=ENV, text=True,
+            command, cwd=tmp_path, env=ENV, text=True, preexec_fn=default_signals,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:

@@ -96,7 +96,7 @@ def _reset() -> None:
     _jumptable._callbacks.clear()
     _jumptable._queue.clear()
     _jumptable._enabled = _jumptable._pending = _jumptable._responsive = False
-    _jumptable._update_mode()
+    _jumptable.update_mode()
 
 
 def namespace_state(module: ModuleType) -> dict[str, tuple[object, object]]:

@@ -35,7 +35,7 @@ def _reset() -> None:
     _jumptable._callbacks.clear()
     _jumptable._queue.clear()
     _jumptable._enabled = _jumptable._pending = _jumptable._responsive = False
-    _jumptable._update_mode()
+    _jumptable.update_mode()
 
 
 def call(fn, /, *args, **kwargs):
@@ -148,7 +148,7 @@ def test_check_flag_follows_pending_and_table() -> None:
     call(one)  # applies the patch: nothing pending, but the table still needs looking up
     assert _jumptable._check and call(one) == 2
     tx.rollback()
-    _jumptable._update_mode()  # what apply/rollback do after undoing table entries
+    _jumptable.update_mode()  # what apply/rollback do after undoing table entries
     assert not _jumptable._check and call(one) == 1
 
 

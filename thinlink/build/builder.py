@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from hotpatch.image import signature, source_digest
-from thinlink.errors import SourceError, ThinlinkError
+from thinlink.errors import DISK_FULL, CacheFull, SourceError, ThinlinkError
 from thinlink.launch import TreeCheck, TreeState, check_tree, claim_cache_dir, read_source
 
 from .cache import Cache, CacheDamaged
@@ -165,7 +165,10 @@ class Builder:
         self.cache.flush()
         self.store.flush()
         if self._pending_state is not None:
-            self._pending_state.write(self.cache_dir, self.root)
+            try:
+                self._pending_state.write(self.cache_dir, self.root)
+            except OSError as exc:
+                _raise_if_full(exc, self.cache_dir)
             self._pending_state = None
 
     def close(self) -> None:
@@ -191,6 +194,13 @@ class Builder:
         claim_cache_dir(self.cache_dir)
         try:
             result = self._build(check, started)
+        except CacheFull as exc:
+            if exc.needed is not None:
+                raise
+            # What the cache stores of a module is about its source's size, several times
+            # over (source, code, record): a generous guess, said as the space needed.
+            sources = sum(len(check.data.get(path, b"")) for path in check.changed)
+            raise CacheFull(exc.directory, max(4 * sources, 2**20)) from None
         except CacheDamaged as exc:
             from thinlink.cli import console
 
@@ -451,11 +461,7 @@ def _pool_results(
 
 
 def _raise_if_full(exc: OSError, cache_dir: str) -> None:
-    from .cache import _FULL
-
-    if exc.errno in _FULL:
-        from thinlink.errors import CacheFull
-
+    if exc.errno in DISK_FULL:
         raise CacheFull(cache_dir) from None
     raise exc
 

@@ -20,7 +20,6 @@ Promises, each resting on diskcache's SQLite transactions:
 from __future__ import annotations
 
 import contextlib
-import errno
 import marshal
 import os
 import sys
@@ -30,7 +29,7 @@ from types import CodeType
 
 import xxhash
 
-from thinlink.errors import CacheFull, ThinlinkError
+from thinlink.errors import DISK_FULL, CacheFull, ThinlinkError
 from thinlink.launch import INTERPRETER_TAG, claim_cache_dir
 
 from .text import SourceText
@@ -45,7 +44,6 @@ _MEMO_BYTES = 64 * 2**20
 # SQLite's page cache, in pages: its default grows with the database; a build reads and
 # writes each value once, so a small one keeps a cold build's memory down at no cost.
 _SQLITE_CACHE_PAGES = 2**10
-_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class CacheDamaged(ThinlinkError):
@@ -128,7 +126,7 @@ class Cache:
         try:
             yield
         except OSError as exc:
-            if exc.errno in _FULL:
+            if exc.errno in DISK_FULL:
                 raise CacheFull(self.directory, 2 * self.attempted or None) from None
             raise
         except sqlite3.Error as exc:

@@ -22,18 +22,15 @@ import __future__
 import bisect
 import marshal
 import opcode
+from collections.abc import Iterable, Sequence
 from types import CodeType
 
 import xxhash
 
 from hotpatch.relocation import firstlineno_const, relocate
-
 from thinlink.errors import SourceError
-from .units import CodeRef, Segment, Unit
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+from .units import CodeRef, Segment, Unit
 
 __all__ = [
     "FUTURE_MASK",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from hotpatch.image import Image, ImageEntry, ImageError, read_image, source_digest, write_image
-from thinlink.errors import SourceError
+from thinlink.errors import DISK_FULL, CacheFull, SourceError
 from thinlink.launch import image_file, read_source
 
 from .cache import Cache
@@ -76,7 +76,12 @@ def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = Tr
             code = cache.get(cache.module_key("code", module.path, module.digest)) or b""
         if code is not None:
             entries[module.path] = ImageEntry(module.digest, code)
-    write_image(path, Image(manifest.build_id, manifest.root, entries))
+    try:
+        write_image(path, Image(manifest.build_id, manifest.root, entries))
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise CacheFull(cache.directory) from None
+        raise
     _prune(os.path.dirname(path), keep=path)
     return path
 

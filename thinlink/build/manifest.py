@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from hotpatch.fileio import write_atomic
-from thinlink.errors import BuildNotFound
+from thinlink.errors import DISK_FULL, BuildNotFound, CacheFull
 from thinlink.launch import INTERPRETER_TAG
 
 from .writebehind import WriteBehind
@@ -92,9 +92,10 @@ class BuildStore:
     several processes may use one directory (every write is atomic)."""
 
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
-        self.builds = os.path.join(os.fspath(cache_dir), "builds")
-        self.refs = os.path.join(os.fspath(cache_dir), "refs")
-        self.behind: WriteBehind[str, bytes] = WriteBehind(_write_files)
+        self.cache_dir = os.fspath(cache_dir)
+        self.builds = os.path.join(self.cache_dir, "builds")
+        self.refs = os.path.join(self.cache_dir, "refs")
+        self.behind: WriteBehind[str, bytes] = WriteBehind(self._write_files)
         self._loaded: dict[str, Manifest] = {}  # manifests by id: a build id names content
 
     def flush(self) -> int:
@@ -103,7 +104,16 @@ class BuildStore:
 
     def _write(self, path: str, data: bytes) -> None:
         if not self.behind.hold(path, data):
-            write_atomic(path, data)
+            self._write_files({path: data})
+
+    def _write_files(self, files: dict[str, bytes]) -> None:
+        try:
+            for path, data in files.items():
+                write_atomic(path, data)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise CacheFull(self.cache_dir) from None
+            raise
 
     def _read_bytes(self, path: str) -> bytes:
         held = self.behind.get(path)
@@ -174,11 +184,6 @@ class BuildStore:
     def _ref_path(self, root: str, name: str) -> str:
         where = xxhash.xxh3_64_hexdigest(root.encode("utf-8", "surrogatepass"))
         return os.path.join(self.refs, f"{where}-{INTERPRETER_TAG}.{name}")
-
-
-def _write_files(files: dict[str, bytes]) -> None:
-    for path, data in files.items():
-        write_atomic(path, data)
 
 
 def _excerpt(data: bytes) -> str:

@@ -1,7 +1,7 @@
 """Comparing two versions of a module: what a running process must do to move on.
 
-The rules are SPEC.md's "Edit semantics" table, decided here on the build side so the
-runtime only carries them out:
+The rules of docs/edit-semantics.md, decided here on the build side so the runtime only
+carries them out:
 
 - a function whose decorators are unchanged is patched in place: its code (and the
   code of the functions nested in it) is swapped on the live objects, and its

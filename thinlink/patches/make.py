@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from types import CodeType
 
 from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, Statement
+from hotpatch.image import source_digest
 from thinlink.build.analysis import analyze_segment
 from thinlink.build.cache import Cache
 from thinlink.build.compiler import compile_fragment, relocate
 from thinlink.build.manifest import Manifest, ModuleEntry
-from thinlink.build.rebuild import unit_code
+from thinlink.build.rebuild import compile_cold, unit_code
 from thinlink.build.units import ModuleRecord, Segment
-from thinlink.errors import ThinlinkError
+from thinlink.errors import SourceError, ThinlinkError
+from thinlink.launch import read_source
 
 from .diff import CodeChange, ModulePlan, plan_module
 
@@ -221,8 +223,31 @@ def _function_patch(
 
 
 def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, list[str]]:
+    """The record and source lines of one module version. A record gone from the cache
+    (evicted, or damaged and dropped) is made again from its source: the cached copy, or
+    the file if it still holds that version. `PatchError` when neither is left."""
     record = cache.get_record(entry.record or "")
-    text = cache.source_text(entry.digest or "", entry.path)
-    if record is None or text is None:
-        raise PatchError(f"{entry.path}: build records are missing from the cache; rebuild")
+    source = cache.get(cache.source_key(entry.digest or ""))
+    if source is None:
+        source = _file_if_unchanged(entry)
+    if record is None and source is not None:
+        try:
+            made = compile_cold(cache, entry.path, source, entry.digest)
+        except SourceError as exc:
+            raise PatchError(f"{entry.path}: its record cannot be made again: {exc}") from None
+        record = made.record
+    if record is None or source is None:
+        raise PatchError(
+            f"{entry.path}: the source of build {entry.digest} is gone from the cache and the "
+            "file; the app must restart to take this change"
+        )
+    text = cache.source_text(entry.digest or "", entry.path, source)
     return record, text.lines
+
+
+def _file_if_unchanged(entry: ModuleEntry) -> bytes | None:
+    try:
+        data = read_source(entry.path)
+    except OSError:
+        return None
+    return data if source_digest(data) == entry.digest else None
