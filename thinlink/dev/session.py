@@ -151,7 +151,12 @@ class DevSession:
         while True:
             proc = self.proc
             assert proc is not None
-            code = proc.wait()
+            try:
+                # Waited for in short steps: a signal the kernel hands to another of our
+                # threads only runs its handler once this thread runs Python again.
+                code = proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                continue
             with self._lock:
                 if self.proc is not proc:
                     continue  # restarted: wait for the new one
