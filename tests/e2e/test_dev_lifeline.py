@@ -291,3 +291,27 @@ def test_processes_that_are_not_the_sessions_own_are_left_alone(
             outsider.wait()
         if detached:
             kill_all({detached})
+
+
+def test_ctrl_c_handed_to_another_thread_of_thinlink_dev_still_stops_the_app(
+    project: Path,
+) -> None:
+    # The kernel may hand a process's signal to any of its threads; Python runs the
+    # handler on the main thread, once that runs Python again. It must not sit in a wait
+    # for the app that nothing ends.
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):
+        pytest.skip("no tgkill in this C library")
+    session = DevApp(project, "app.py")
+    try:
+        session.wait_out(r"^READY ")
+        pid = session.proc.pid
+        others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+        assert others
+        assert libc.tgkill(pid, others[0], signal.SIGINT) == 0
+        session.wait_err(r"stopping the app \(Ctrl-C again to force it\)", timeout=5)
+        assert session.wait() == 128 + signal.SIGINT, session.transcript()
+    finally:
+        session.close()
