@@ -208,6 +208,7 @@ def test_an_app_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(
     # session gone, and ends the app's process group: SIGTERM, and SIGKILL after 5 s.
     write(project, {"app.py": STUBBORN_APP})
     session = DevApp(project, "app.py")
+    app_pid = sleeper = 0
     try:
         ready = session.wait_out(r"^READY (\d+) (\d+)$")
         app_pid, sleeper = int(ready.group(1)), int(ready.group(2))
@@ -217,6 +218,7 @@ def test_an_app_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(
         assert "the dev session (pid" in session.err.text()
     finally:
         session.close()
+        kill_all({pid for pid in (app_pid, sleeper) if pid and alive(pid)})
 
 
 OUTSIDER = """\
