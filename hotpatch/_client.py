@@ -5,7 +5,8 @@ Started by the boot (and in child processes by `_child`) when `HOTPATCH_ADDRESS`
 says hello (its pid and build), then applies each patch it receives (at the main
 thread's next safe point, or at once if the app has none, see `_jumptable.deliver`)
 and answers with the report. If the server goes away it reconnects; after a fork the
-child starts its own client (a thread does not survive a fork).
+child starts its own client (a thread does not survive a fork). If the session itself has
+died (its process is gone), a process the session started ends (see `lifeline`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 import traceback
 
-from . import _jumptable
+from . import _jumptable, lifeline
 from .protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, connect
 
 __all__ = ["start", "running"]
@@ -51,8 +52,12 @@ def start() -> bool:
         if running():
             return True
         _jumptable.enable()
+        line = lifeline.attach()
         _thread = threading.Thread(
-            target=_run, args=(address, bytes.fromhex(secret)), name="hotpatch-client", daemon=True
+            target=_run,
+            args=(address, bytes.fromhex(secret), line),
+            name="hotpatch-client",
+            daemon=True,
         )
         _thread.start()
         if not _fork_hook and hasattr(os, "register_at_fork"):
@@ -78,13 +83,15 @@ def _after_fork() -> None:
     start()
 
 
-def _run(address: str, secret: bytes) -> None:
+def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
     global _channel
     delay = 0.05
     while True:
         try:
             channel = connect(address, secret)
         except OSError:
+            if line is not None and line.session_gone():
+                line.end_process()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
@@ -99,6 +106,10 @@ def _run(address: str, secret: bytes) -> None:
         finally:
             _channel = None
             channel.close()
+        # Checked here too, not only when connecting fails: another server may have
+        # taken the address over (a TCP port), and would drop us at every hello.
+        if line is not None and line.session_gone():
+            line.end_process()
         time.sleep(delay)
 
 

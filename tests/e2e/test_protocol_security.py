@@ -39,6 +39,7 @@ from hotpatch.bundle import Bundle, FunctionPatch, ModulePatch, encode
 from hotpatch.protocol import (
     BYE,
     HELLO,
+    HELLO_LIMIT,
     MAX_PAYLOAD,
     NONCE_SIZE,
     PATCH,
@@ -257,10 +258,12 @@ def frame(
     version: int = VERSION,
     length: int | None = None,
 ) -> bytes:
-    """Header (magic, version, kind, sequence, length), HMAC-SHA256, payload."""
+    """Head (magic, version, kind, sequence, length), HMAC-SHA256 of the head, payload,
+    HMAC-SHA256 of the head's MAC + payload."""
     size = len(payload) if length is None else length
     head = struct.pack(">2sBBQI", b"HP", version, kind, sequence, size)
-    return head + hmac.new(key, head + payload, hashlib.sha256).digest() + payload
+    head_mac = hmac.new(key, head, hashlib.sha256).digest()
+    return head + head_mac + payload + hmac.new(key, head_mac + payload, hashlib.sha256).digest()
 
 
 class Server:
@@ -586,7 +589,15 @@ def truncated_payload(link: Link, server: Server, app: App) -> Link:
 def oversized(link: Link, server: Server, app: App) -> Link:
     # Only the header, claiming more than MAX_PAYLOAD, and the connection kept open: the
     # app must not wait for (or allocate) the payload.
-    link.send(link.frame(PATCH, 1, length=MAX_PAYLOAD + 1))
+    link.send(link.frame(PATCH, 1, length=MAX_PAYLOAD + 1)[:48])
+    return link
+
+
+def forged_length(link: Link, server: Server, app: App) -> Link:
+    # A header announcing the largest frame without the key, then the payload streaming
+    # in: refused at the header, before a byte of the payload is taken.
+    forged_key = _derive(new_secret(), link.nonce)
+    link.send(link.frame(PATCH, 1, length=MAX_PAYLOAD, key=forged_key)[:48] + bytes(4096))
     return link
 
 
@@ -608,7 +619,7 @@ def flipped_mac_bit(link: Link, server: Server, app: App) -> Link:
 
 
 def flipped_payload_bit(link: Link, server: Server, app: App) -> Link:
-    link.send(flip(link.frame(PATCH, 1, app.bundle(666)), -1))
+    link.send(flip(link.frame(PATCH, 1, app.bundle(666)), -33))  # the payload's last byte
     return link
 
 
@@ -624,13 +635,18 @@ def flipped_kind_bit(link: Link, server: Server, app: App) -> Link:
 
 def longer_length(link: Link, server: Server, app: App) -> Link:
     data = link.frame(PATCH, 1, app.bundle(666))
-    link.end_mid_frame(with_length(data, len(data) - 48 + 64))  # claims 64 bytes more
+    link.send(with_length(data, len(data) - 80 + 64))  # claims 64 bytes more
     return link
 
 
 def shorter_length(link: Link, server: Server, app: App) -> Link:
     data = link.frame(PATCH, 1, app.bundle(666))
-    link.send(with_length(data, len(data) - 48 - 1))  # one byte fewer: the MAC fails
+    link.send(with_length(data, len(data) - 80 - 1))  # one byte fewer: the MAC fails
+    return link
+
+
+def flipped_payload_mac_bit(link: Link, server: Server, app: App) -> Link:
+    link.send(flip(link.frame(PATCH, 1, app.bundle(666)), -1, 5))  # the frame's last byte
     return link
 
 
@@ -675,14 +691,17 @@ ATTACKS: list[tuple[Attack, str]] = [
     (truncated_header, "truncated frame: 30 of 48 header bytes"),
     (truncated_payload, "truncated frame"),
     (oversized, f"frame of {MAX_PAYLOAD + 1} bytes exceeds the limit of {MAX_PAYLOAD}"),
+    (forged_length, "frame authentication failed"),
     (wrong_version, f"protocol version {VERSION + 1}, expected {VERSION}"),
     (wrong_key, "frame authentication failed"),
     (flipped_mac_bit, "frame authentication failed"),
     (flipped_payload_bit, "frame authentication failed"),
     (flipped_sequence_bit, "frame authentication failed"),
     (flipped_kind_bit, "frame authentication failed"),
-    (longer_length, "truncated frame"),
+    # The length is in the authenticated header: changed, the header is refused.
+    (longer_length, "frame authentication failed"),
     (shorter_length, "frame authentication failed"),
+    (flipped_payload_mac_bit, "frame authentication failed"),
     (skipped_sequence, "frame 2 out of sequence (expected 1)"),
     (unknown_kind, "unknown frame kind 99"),
     (wrong_direction, "unexpected frame kind 1 from the server"),
@@ -795,7 +814,21 @@ HelloAttack = Callable[[bytes, bytes], bytes]  # (connection key, nonce) -> byte
 HELLO_ATTACKS: list[tuple[str, HelloAttack, str]] = [
     ("garbage", lambda k, n: bytes(64), "not a hotpatch frame"),
     ("truncated", lambda k, n: frame(k, HELLO, 1, b'{"pid": 1}')[:-3], "truncated frame"),
-    ("oversized", lambda k, n: frame(k, HELLO, 1, length=MAX_PAYLOAD + 1), "exceeds the limit"),
+    (
+        "oversized",
+        lambda k, n: frame(k, HELLO, 1, length=MAX_PAYLOAD + 1)[:48],
+        "exceeds the limit",
+    ),
+    (
+        "hello-over-its-limit",
+        lambda k, n: frame(k, HELLO, 1, length=HELLO_LIMIT + 1)[:48],
+        f"frame of {HELLO_LIMIT + 1} bytes exceeds the limit of {HELLO_LIMIT}",
+    ),
+    (
+        "forged-length",
+        lambda k, n: frame(_derive(b"x", n), HELLO, 1, length=MAX_PAYLOAD)[:48] + bytes(9000),
+        "authentication failed",
+    ),
     ("version", lambda k, n: frame(k, HELLO, 1, b"{}", version=9), "protocol version 9"),
     (
         "wrong-key",

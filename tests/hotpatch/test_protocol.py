@@ -27,11 +27,14 @@ from hypothesis import strategies as st
 from hotpatch.protocol import (
     BYE,
     HELLO,
+    HELLO_LIMIT,
     MAX_PAYLOAD,
     NONCE_SIZE,
     PATCH,
     REPORT,
     VERSION,
+    Address,
+    AddressKind,
     Channel,
     ProtocolError,
     accept,
@@ -43,7 +46,7 @@ from hotpatch.protocol import (
 SECRET = bytes(range(32))
 NONCE = b"n" * NONCE_SIZE
 HEAD = struct.Struct(">2sBBQI")  # magic, version, kind, sequence, length
-HEADER_SIZE = HEAD.size + 32  # then the MAC
+HEADER_SIZE = HEAD.size + 32  # then the header's MAC
 TIMEOUT = 5.0  # seconds; a receive that blocks where it must not fails instead of hanging
 
 # Bounded, so the whole file runs in seconds; no example database written into the repo.
@@ -70,11 +73,13 @@ def frame(
     magic: bytes = b"HP",
     length: int | None = None,
 ) -> bytes:
-    """One frame as documented: header, HMAC-SHA256 of header + payload, payload."""
+    """One frame as documented: head, HMAC-SHA256 of the head, payload, HMAC-SHA256 of
+    the head's MAC + payload."""
     size = len(payload) if length is None else length
+    k = key() if k is None else k
     head = HEAD.pack(magic, version, kind, sequence, size)
-    mac = hmac.new(key() if k is None else k, head + payload, hashlib.sha256).digest()
-    return head + mac + payload
+    head_mac = hmac.new(k, head, hashlib.sha256).digest()
+    return head + head_mac + payload + hmac.new(k, head_mac + payload, hashlib.sha256).digest()
 
 
 @contextmanager
@@ -213,10 +218,10 @@ def test_a_header_claiming_more_than_max_payload_is_refused_before_reading_on():
     a, b = socket.socketpair()
     with a, b:
         b.settimeout(TIMEOUT)
-        a.sendall(frame(PATCH, 1, length=MAX_PAYLOAD + 1))
+        a.sendall(frame(PATCH, 1, length=MAX_PAYLOAD + 1)[:HEADER_SIZE])
         with pytest.raises(ProtocolError, match="exceeds the limit"):
             Channel(b, SECRET, NONCE).receive()
-        a.sendall(frame(PATCH, 1, length=2**32 - 1))
+        a.sendall(frame(PATCH, 1, length=2**32 - 1)[:HEADER_SIZE])
         with pytest.raises(ProtocolError, match="exceeds the limit"):
             Channel(b, SECRET, NONCE).receive()
 
@@ -322,22 +327,134 @@ def test_connect_to_a_server_that_closes_before_its_nonce_is_a_connection_error(
             assert done.is_set()
 
 
+# -- addresses -------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    "address, expected",
+    "address, kind, host, port, path, family, sockaddr, loopback",
     [
-        ("unix:/run/x/dev.sock", (socket.AF_UNIX, "/run/x/dev.sock")),
-        ("tcp:127.0.0.1:8765", (socket.AF_INET, ("127.0.0.1", 8765))),
-        ("tcp:[::1]:8765", (socket.AF_INET6, ("::1", 8765))),
+        ("unix:/run/x/dev.sock", "unix", None, None, "/run/x/dev.sock", socket.AF_UNIX,
+         "/run/x/dev.sock", True),
+        ("tcp:127.0.0.1:8765", "tcp", "127.0.0.1", 8765, None, socket.AF_INET,
+         ("127.0.0.1", 8765), True),
+        ("tcp:[::1]:8765", "tcp", "::1", 8765, None, socket.AF_INET6, ("::1", 8765), True),
+        ("tcp:::1:8765", "tcp", "::1", 8765, None, socket.AF_INET6, ("::1", 8765), True),
+        ("tcp:localhost:0", "tcp", "localhost", 0, None, socket.AF_INET, ("localhost", 0), True),
+        ("tcp:127.8.9.10:1", "tcp", "127.8.9.10", 1, None, socket.AF_INET,
+         ("127.8.9.10", 1), True),
+        ("tcp::0", "tcp", "127.0.0.1", 0, None, socket.AF_INET, ("127.0.0.1", 0), True),
+        ("tcp:8765", "tcp", "127.0.0.1", 8765, None, socket.AF_INET, ("127.0.0.1", 8765), True),
+        ("tcp:0.0.0.0:0", "tcp", "0.0.0.0", 0, None, socket.AF_INET, ("0.0.0.0", 0), False),
+        ("tcp:[::]:0", "tcp", "::", 0, None, socket.AF_INET6, ("::", 0), False),
+        ("tcp:192.168.1.20:8765", "tcp", "192.168.1.20", 8765, None, socket.AF_INET,
+         ("192.168.1.20", 8765), False),
+        ("tcp:example.com:80", "tcp", "example.com", 80, None, socket.AF_INET,
+         ("example.com", 80), False),
+    ],
+)  # fmt: skip
+def test_parse_address(address, kind, host, port, path, family, sockaddr, loopback):
+    parsed = parse_address(address)
+    assert parsed == Address(AddressKind(kind), host=host, port=port, path=path)
+    assert parsed.family == family and parsed.sockaddr == sockaddr
+    assert parsed.is_loopback is loopback
+
+
+@pytest.mark.parametrize("address", [None, "unix"])
+def test_the_default_address_is_a_private_unix_socket(address):
+    parsed = parse_address(address)
+    assert parsed == Address(AddressKind.UNIX) and parsed.is_loopback
+    assert str(parsed) == "unix"
+    with pytest.raises(ValueError, match="no path"):
+        parsed.sockaddr  # noqa: B018 - the server makes the path
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp:127.0.0.1:8765", "tcp:[::1]:8765", "unix:/run/x/dev.sock", "tcp:localhost:0"]
+)
+def test_an_address_prints_as_it_parses(address):
+    assert str(parse_address(address)) == address
+    assert parse_address(str(parse_address(address))) == parse_address(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "udp:1.2.3.4:5",
+        "/tmp/dev.sock",
+        "tcp:127.0.0.1:port",
+        "tcp:127.0.0.1:65536",
+        "tcp:127.0.0.1:-1",
+        "tcp:127.0.0.1: 80",
+        "unix:",
+        "",
     ],
 )
-def test_parse_address(address, expected):
-    assert parse_address(address) == expected
-
-
-@pytest.mark.parametrize("address", ["udp:1.2.3.4:5", "/tmp/dev.sock", "tcp:127.0.0.1:port"])
 def test_parse_address_refuses_what_it_cannot_read(address):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad hotpatch address"):
         parse_address(address)
+
+
+# -- what an unauthenticated peer can cost ---------------------------------------------------
+
+
+def test_an_unauthentic_header_is_refused_before_its_payload_is_read():
+    # A forged header announcing the largest frame, then nothing: the receiver must not
+    # wait for the payload (it would time out) nor take a byte of it.
+    for forged in (key(secret=b"another session"), bytes(32)):
+        a, b = socket.socketpair()
+        with a, b:
+            b.settimeout(TIMEOUT)
+            a.sendall(frame(PATCH, 1, length=MAX_PAYLOAD, k=forged)[:HEADER_SIZE] + b"x" * 100)
+            channel = Channel(b, SECRET, NONCE)
+            with pytest.raises(ProtocolError, match="authentication failed"):
+                channel.receive()
+            assert b.recv(1000) == b"x" * 100  # the payload stayed in the socket
+
+
+def test_a_header_announcing_more_than_the_limit_asked_for_is_refused():
+    body = b"{" + b" " * HELLO_LIMIT + b"}"
+    with fed(frame(HELLO, 1, body)) as channel:
+        with pytest.raises(ProtocolError, match=f"exceeds the limit of {HELLO_LIMIT}"):
+            channel.receive(HELLO_LIMIT)
+    with fed(frame(HELLO, 1, body[:HELLO_LIMIT])) as channel:
+        assert channel.receive(HELLO_LIMIT) == (HELLO, body[:HELLO_LIMIT])
+
+
+def test_a_flipped_bit_in_the_payload_mac_is_refused_after_the_payload():
+    data = bytearray(frame(PATCH, 1, b"payload"))
+    data[-1] ^= 1
+    with fed(bytes(data)) as channel:
+        with pytest.raises(ProtocolError, match="authentication failed"):
+            channel.receive()
+
+
+def test_feed_decodes_frames_given_a_byte_at_a_time():
+    # The dev server reads handshakes from many sockets without blocking, a piece at a
+    # time: the same frames come out, and `wanted` never asks past the frame.
+    frames = [frame(HELLO, 1, b'{"pid": 1}'), frame(REPORT, 2), frame(BYE, 3, b"x" * 300)]
+    stream = b"".join(frames)
+    channel = Channel(socket.socket(), SECRET, NONCE)
+    got, at = [], 0
+    with channel.sock:
+        while at < len(stream):
+            wanted = channel.wanted()
+            assert 0 < wanted <= len(stream) - at
+            assert isinstance(channel.ended(), EOFError) == (at in (0, *_ends(frames)))
+            result = channel.feed(stream[at : at + 1])
+            at += 1
+            if result is not None:
+                got.append(result)
+        with pytest.raises(ValueError, match="wanted"):
+            channel.feed(bytes(HEADER_SIZE + 1))
+    assert got == [(HELLO, b'{"pid": 1}'), (REPORT, b""), (BYE, b"x" * 300)]
+
+
+def _ends(frames: list[bytes]) -> list[int]:
+    ends, total = [], 0
+    for f in frames:
+        total += len(f)
+        ends.append(total)
+    return ends
 
 
 # -- fuzzing ---------------------------------------------------------------------------------

@@ -249,8 +249,10 @@ class Builder:
             # A session holding the previous version in memory derives the new one from it
             # (a millisecond) rather than read a stored copy from an earlier session (a
             # large module's record is many milliseconds to read and decode).
-            derive = before is not None and self._cache is not None and self._cache.holds(
-                before.record or ""
+            derive = (
+                before is not None
+                and self._cache is not None
+                and self._cache.holds(before.record or "")
             )
             record = None if empty or derive else self.cache.get_record(key)
             if record is not None:
@@ -406,7 +408,9 @@ class Builder:
                 for pending, result in chunk:
                     path, name = pending.path, pending.name
                     if isinstance(result, SourceError):
-                        entries[path] = ModuleEntry(name, path, pending.digest, None, 0, str(result))
+                        entries[path] = ModuleEntry(
+                            name, path, pending.digest, None, 0, str(result)
+                        )
                         errors.append(result)
                         changes.append(ModuleChange(name, Action.FAILED))
                         continue
@@ -439,7 +443,9 @@ class Builder:
 
 
 def _pool_results(
-    pool: concurrent.futures.ProcessPoolExecutor, batches: list[list[_Pending]], results: Iterator[list[object]]
+    pool: concurrent.futures.ProcessPoolExecutor,
+    batches: list[list[_Pending]],
+    results: Iterator[list[object]],
 ) -> Iterator[tuple[_Pending, object]]:
     from concurrent.futures.process import BrokenProcessPool
 

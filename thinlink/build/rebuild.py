@@ -19,6 +19,7 @@ from collections import namedtuple
 from types import CodeType
 
 from hotpatch.image import source_digest
+from thinlink.errors import SourceError
 
 from .cache import Cache
 from .compiler import (
@@ -30,7 +31,6 @@ from .compiler import (
     split_segments,
     text_digest,
 )
-from thinlink.errors import SourceError
 from .text import LineSpan, decode, split_lines
 from .units import CodeRef, ModuleRecord, Segment, Unit, count_units
 

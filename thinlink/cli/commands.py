@@ -317,18 +317,14 @@ def _script_dir(script: str) -> str:
 
 
 def _check_address(address: str | None, allow_remote: bool) -> None:
-    import ipaddress
+    from hotpatch.protocol import parse_address
 
-    if address is None or address == "unix" or address.startswith("unix:"):
-        return
-    host = address.removeprefix("tcp:").rpartition(":")[0].strip("[]")
-    if host in ("localhost", ""):
-        return
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass  # a host name: not known to be loopback
+        where = parse_address(address)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if where.is_loopback:
+        return
     if not allow_remote:
         raise ConfigError(
             f"--address {address} is not loopback: anyone who can reach it can run code in "

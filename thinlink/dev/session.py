@@ -11,7 +11,14 @@ Processes: the app runs in its own process group, started through `hotpatch.boot
 on the session's build image. The processes it starts find the session in their
 environment (`HOTPATCH_ADDRESS`, `HOTPATCH_SECRET`, `HOTPATCH_IMAGE`, and the
 `sitecustomize` directory on `PYTHONPATH`) and connect on their own; one at an older
-build is brought up to date when it says hello.
+build is brought up to date when it says hello. They all go down with the session, even
+one killed outright (`HOTPATCH_LIFELINE`, see `hotpatch.lifeline`): the app is always
+started from the same thread (`Launcher`), and the session's private directory
+(`RunDir`) left by a killed session is removed by the next one.
+
+Every thread of the session other than the main one reports what goes wrong in one
+line and carries on (a full disk while writing the session image, the cache or the
+watcher failing): the app keeps running on its last good code.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hotpatch
+from hotpatch import lifeline
 from hotpatch.bundle import encode
 from hotpatch.gcpause import paused as gc_paused
 from hotpatch.protocol import new_secret
@@ -38,6 +47,8 @@ from thinlink.config import DevSettings
 from thinlink.errors import ThinlinkError
 from thinlink.patches.make import make_patch
 
+from .launcher import Launcher
+from .rundir import RunDir
 from .server import Client, DevServer
 from .watch import SourceFilter, backend_name, watch_changes
 
@@ -64,7 +75,8 @@ class DevSession:
         self.target = target  # [SCRIPT, *ARGS] or ["-m", MODULE, *ARGS]
         self.verbose = verbose
         self.secret = new_secret()
-        self.image = Path(builder.cache_dir, "images", f"session-{os.getpid()}.img")
+        self.rundir: RunDir | None = None  # made when the session runs
+        self.launcher = Launcher()
         self.main_path = None if target[0] == "-m" else os.path.abspath(target[0])
         self.current: Manifest | None = None  # the build the app's processes run
         self.latest: Manifest | None = None  # the last good build of the files
@@ -79,8 +91,24 @@ class DevSession:
 
     # the session ------------------------------------------------------------------
 
+    @property
+    def image(self) -> Path:
+        """The link to the build image the app's processes start from."""
+        assert self.rundir is not None
+        return self.rundir.image
+
     def run(self) -> int:
         """Run until the app exits or is interrupted; returns the app's exit status."""
+        stale = RunDir.clean_stale()
+        if stale and self.verbose:
+            console.info(f"  removed {len(stale)} directories of sessions that were killed")
+        self.rundir = RunDir.create()
+        try:
+            return self._run()
+        finally:
+            self.rundir.remove()
+
+    def _run(self) -> int:
         result = self.builder.build()
         for err in result.errors:
             console.error(str(err))
@@ -91,20 +119,22 @@ class DevSession:
             modules = result.manifest.by_name()
             found = modules.get(f"{self.target[1]}.__main__") or modules.get(self.target[1])
             self.main_path = found.path if found is not None else None
-        self._write_image(result.manifest)
+        if not self._write_image(result.manifest):
+            raise ThinlinkError(f"could not write the session image {self.image}")
         gc.freeze()  # the build's records live as long as the session: never scan them
-        self.server = DevServer(self.secret, self.settings.address, on_hello=self._catch_up)
+        self.server = DevServer(
+            self.secret, self.settings.address, on_hello=self._catch_up, directory=self.rundir
+        )
         self._banner(result.manifest)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if hasattr(signal, "SIGHUP"):
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_signal)
-        watcher = threading.Thread(target=self._watch, name="thinlink-watch", daemon=True)
-        threading.Thread(target=self._prewarm, args=(result.manifest,), daemon=True).start()
+        self._background("preparing the first save", self._prewarm, result.manifest)
         if self.settings.keys and _interactive():
-            threading.Thread(target=self._read_keys, name="thinlink-keys", daemon=True).start()
+            self._background("reading keys", self._read_keys)
         try:
             self._start_app()
-            watcher.start()
+            self._background("watching files", self._watch)
             return self._wait()
         finally:
             self._stop.set()
@@ -113,7 +143,6 @@ class DevSession:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.server.close()
-            self.image.unlink(missing_ok=True)
             with self._build_lock:
                 self._flush()
 
@@ -121,7 +150,12 @@ class DevSession:
         while True:
             proc = self.proc
             assert proc is not None
-            code = proc.wait()
+            try:
+                # Waited for in short steps: a signal the kernel hands to another of our
+                # threads only runs its handler once this thread runs Python again.
+                code = proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                continue
             with self._lock:
                 if self.proc is not proc:
                     continue  # restarted: wait for the new one
@@ -154,6 +188,7 @@ class DevSession:
             HOTPATCH_SECRET=self.secret.hex(),
             HOTPATCH_IMAGE=str(self.image),
             HOTPATCH_ENABLED="1",
+            HOTPATCH_LIFELINE=lifeline.session_marker(),
         )
         package_root = str(Path(hotpatch.__file__).parent.parent)
         paths = [_SITE, package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
@@ -161,8 +196,10 @@ class DevSession:
         return env
 
     def _start_app(self) -> None:
+        # A session of its own: the app leads it, and `_stop_app` can reach every process
+        # it starts; from the launcher's thread, which lives as long as this process.
         command = [sys.executable, "-m", "hotpatch.boot", "--image", str(self.image), *self.target]
-        self.proc = subprocess.Popen(command, env=self._environment(), start_new_session=True)
+        self.proc = self.launcher.popen(command, env=self._environment(), start_new_session=True)
 
     def _signal_app(self, sig: int) -> None:
         proc = self.proc
@@ -203,9 +240,13 @@ class DevSession:
             self._stop_app()
             if self._stop.is_set():
                 return  # interrupted meanwhile: the session ends with this app
-            if self.latest is not self.current:
-                self._write_image(self.latest)
+            if self.latest is not self.current and self._write_image(self.latest):
                 self.current = self.latest
+            elif self.latest is not self.current:
+                console.warning(
+                    f"{_now()} the app restarts at build {self.current.build_id}; the next "
+                    "save patches it"
+                )
             self._start_app()
 
     def _read_keys(self) -> None:
@@ -219,9 +260,7 @@ class DevSession:
 
     def _on_signal(self, sig: int, frame: object) -> None:
         if hasattr(signal, "SIGHUP") and sig == signal.SIGHUP:
-            threading.Thread(
-                target=self.restart, args=("restart asked for (SIGHUP)",), daemon=True
-            ).start()
+            self._background("restarting", self.restart, "restart asked for (SIGHUP)")
             return
         self._interrupts += 1
         if self._interrupts > 1:
@@ -244,7 +283,7 @@ class DevSession:
         being built are waiting for it when the build ends: see `on_change`)."""
         s = self.settings
         source_filter = SourceFilter(s.include, s.exclude, roots=s.watch)
-        threading.Thread(target=self._patch_loop, name="thinlink-patch", daemon=True).start()
+        self._background("patching", self._patch_loop)
         for changed in watch_changes(s.watch, source_filter, self._stop, poll=s.poll):
             if self._stop.is_set():
                 return
@@ -356,7 +395,7 @@ class DevSession:
                 self._needs_restart(refused[0]["needs_restart"])
             return False  # rolled back or refused everywhere: nothing changed
         self.current = new
-        threading.Thread(target=self._write_image, args=(new,), daemon=True).start()
+        self._background("writing the session image", self._write_image, new)
         if applied < len(reports):
             self._needs_restart(
                 f"the patch was applied in {applied} of {len(reports)} processes only"
@@ -401,9 +440,15 @@ class DevSession:
                     console.warning(f"  pid {report.get('pid')}: {warning}")
 
     def _catch_up(self, client: Client) -> None:
-        """Bring a process that joined at an older build up to the current one.
+        """Bring a process that joined at an older build up to the current one (on the
+        server's thread for it: what goes wrong is said in one line)."""
+        try:
+            self._bring_up_to_date(client)
+        except Exception as exc:  # boundary: one line, and the process keeps its build
+            console.error(f"{_now()} catching up pid {client.pid} failed: {_describe(exc)}")
 
-        Under the build lock, so that no patch made meanwhile reaches the process before
+    def _bring_up_to_date(self, client: Client) -> None:
+        """Under the build lock, so that no patch made meanwhile reaches the process before
         its catch-up (patches after it are then made from the build it has reached)."""
         with self._build_lock:
             current = self.current
@@ -445,15 +490,46 @@ class DevSession:
                 continue
         gc.freeze()  # what the analysis memoised lives as long as the session
 
-    def _write_image(self, manifest: Manifest) -> None:
+    def _write_image(self, manifest: Manifest) -> bool:
+        """Point the session image at `manifest`'s image; False (said in one line) if it
+        could not be written. Then processes starting meanwhile load the build before,
+        and are caught up when they connect."""
         # The session image is a link to the build's image, replaced atomically, so a
         # process starting now reads one whole build or the other.
-        with self._build_lock:  # one user of the cache at a time
-            built = ensure_image(self.builder.cache, manifest, compile_missing=False)
         tmp = self.image.with_name(f".{self.image.name}.{threading.get_ident()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(built, tmp)
-        os.replace(tmp, self.image)
+        try:
+            with self._build_lock:  # one user of the cache at a time
+                built = ensure_image(self.builder.cache, manifest, compile_missing=False)
+            tmp.unlink(missing_ok=True)
+            os.symlink(built, tmp)
+            os.replace(tmp, self.image)
+        except Exception as exc:  # boundary: a full disk must not stop the session
+            console.error(f"{_now()} could not write the session image: {_describe(exc)}")
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            return False
+        return True
+
+    def _background(self, what: str, target: Callable[..., object], *args: object) -> None:
+        """Run `target(*args)` on a daemon thread; what it raises is said in one line
+        (`what` failed: why), and the session goes on."""
+
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception as exc:  # boundary: one line, and the app keeps running
+                console.error(f"{_now()} {what} failed: {_describe(exc)}")
+
+        threading.Thread(target=run, name=f"thinlink-{what}", daemon=True).start()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error: an OSError as the system says it, others with their type."""
+    if isinstance(exc, OSError | ThinlinkError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _interactive() -> bool:
