@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -35,7 +36,6 @@ __all__ = [
     "CacheFile",
     "ValuePair",
     "cache_files",
-    "held_tags",
     "leave_wal",
     "pad_with_nuls",
     "swap_files",
@@ -51,14 +51,18 @@ _SMALL = 256  # bytes: the most a ref holds (a build id and a little state)
 
 @dataclass(frozen=True)
 class CacheFile:
-    """A file of the cache: its path, what it is, and where (for reports)."""
+    """A file of the cache: its path, what it is and whose content it holds (`tags`),
+    and a label that names it the same way in every run (`value-2`: the third value
+    in an order that does not depend on the random parts of file names)."""
 
     path: Path
     role: str
-    shown: str  # the path relative to the cache directory
+    tags: frozenset[bytes]
+    label: str
+    shown: str  # the path relative to the cache directory, for reports
 
     def __str__(self) -> str:
-        return f"{self.role} {self.shown}"
+        return f"{self.label} ({self.shown})"
 
 
 def cache_files(
@@ -66,45 +70,77 @@ def cache_files(
     tags: Sequence[bytes],
     build_ids: Sequence[str],
     root: Path,
-    known: dict[str, str] | None = None,
+    known: dict[str, tuple[str, frozenset[bytes]]] | None = None,
 ) -> list[CacheFile]:
-    """Every regular file under `cache`, sorted, each with its role (see the module
-    docstring). `tags` are the sample project's `tag:` strings, `build_ids` its builds,
-    `root` its directory. `known` ({relative path: role}) saves reading files again
-    where the cache is known to be as it was (restored from a copy); it is filled in."""
+    """Every regular file under `cache`, each with its role (see the module docstring),
+    in a stable order. `tags` are the sample project's `tag:` strings, `build_ids` its
+    builds, `root` its directory. `known` ({relative path: (role, tags)}) saves reading
+    files again where the cache is known to be as it was (restored from a copy); it is
+    filled in.
+
+    The order: by role, then the name with its hexadecimal parts blanked, the tags
+    held, the size, and the time written (a copy keeps it): the same files come in the
+    same order in every run, though the cache names some of them at random.
+    """
     known = {} if known is None else known
-    paths = sorted(p for p in cache.rglob("*") if p.is_file() and not p.is_symlink())
+    paths = [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink()]
     databases = {p for p in paths if _head(p, len(SQLITE_HEADER)) == SQLITE_HEADER}
-    found = []
+    described = []
     for path in paths:
         shown = str(path.relative_to(cache))
         if shown not in known:
-            known[shown] = _role(path, databases, tags, build_ids, os.fsencode(root))
-        found.append(CacheFile(path, known[shown], shown))
+            data = b"" if path in databases else path.read_bytes()
+            held = frozenset(tag for tag in tags if tag in data)
+            known[shown] = (_role(path, data, databases, held, tags, build_ids, root), held)
+        role, held = known[shown]
+        stat = path.stat()
+        order = (
+            ROLES.index(role),
+            _blanked(shown),
+            sorted(held),
+            stat.st_size,
+            stat.st_mtime_ns,
+        )
+        described.append((order, path, role, held, shown))
+    described.sort(key=lambda d: d[0])
+    found, counts = [], dict.fromkeys(ROLES, 0)
+    for _, path, role, held, shown in described:
+        found.append(CacheFile(path, role, held, f"{role}-{counts[role]}", shown))
+        counts[role] += 1
     return found
+
+
+def _blanked(shown: str) -> str:
+    """A relative path with what may be random blanked: every directory or file name
+    that is a hexadecimal number, and each long hexadecimal run in the others."""
+    parts = Path(shown).parts
+    return "/".join(
+        "#" if re.fullmatch(r"[0-9a-f]+", Path(part).stem) else re.sub(r"[0-9a-f]{8,}", "#", part)
+        for part in parts
+    )
 
 
 def _role(
     path: Path,
+    data: bytes,
     databases: set[Path],
+    held: frozenset[bytes],
     tags: Sequence[bytes],
     build_ids: Sequence[str],
-    root: bytes,
+    root: Path,
 ) -> str:
     if path in databases:
         return "database"
     for suffix in _JOURNALS:
         if path.name.endswith(suffix) and path.with_name(path.name[: -len(suffix)]) in databases:
             return "journal"
-    data = path.read_bytes()
-    held = sum(tag in data for tag in tags)
-    if held == len(tags):
+    if len(held) == len(tags):
         return "image"
     if held:
         return "value"
     if len(data) <= _SMALL and any(b.encode() in data for b in build_ids):
         return "ref"
-    if root in data:
+    if os.fsencode(root) in data:
         return "manifest"
     return "other"
 
@@ -274,11 +310,6 @@ def _pairs(con: sqlite3.Connection, tags: Sequence[bytes]) -> list[ValuePair]:
 
 def _tags_in(value: bytes, tags: Sequence[bytes]) -> frozenset[bytes]:
     return frozenset(tag for tag in tags if tag in value)
-
-
-def held_tags(path: Path, tags: Sequence[bytes]) -> frozenset[bytes]:
-    """The `tags` the file at `path` holds (whose modules' content it is)."""
-    return _tags_in(path.read_bytes(), tags)
 
 
 def swap_values(database: Path, pair: ValuePair) -> str:

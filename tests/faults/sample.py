@@ -84,22 +84,25 @@ def _big(name: str, value: int) -> str:
     )
 
 
-# For `thinlink dev`: prints the two values each time they change, until stopped.
+# For `thinlink dev`: prints the values each time they change, until stopped (with
+# `--once`, prints them once and ends: what python prints for the same sources).
 DEV_APP = """\
+    import sys
     import time
 
     import hotpatch
 
-    import big_a
-    import shape_a
+    import big_a, big_b, shape_a
 
     print("START", flush=True)
     last = None
     while True:
-        now = (hotpatch.call(big_a.value), hotpatch.call(shape_a.value))
+        now = tuple(hotpatch.call(m.value) for m in (big_a, big_b, shape_a))
         if now != last:
             print("VALUES", *now, flush=True)
             last = now
+        if sys.argv[1:] == ["--once"]:
+            break
         time.sleep(0.005)
     """
 
@@ -196,9 +199,9 @@ class Template:
         self.shapes = Shapes()
         self.seconds: dict[str, float] = {}
         self._files: dict[str, str] = {}
-        # What each file of the restored cache is ({relative path: role}): see
+        # What each file of the restored cache is ({relative path: (role, tags)}): see
         # `damage.cache_files`, which fills it in.
-        self.cache_roles: dict[str, str] = {}
+        self.cache_roles: dict[str, tuple[str, frozenset[bytes]]] = {}
         self.build_ids: list[str] = []
         self.write(older_files())
         self.build_ids.append(self._build_and_run())

@@ -17,7 +17,7 @@ import pytest
 from e2e.conftest import write
 
 from .commands import Step, Verdict, message_problems, recovers, thinlink
-from .probes import Ledger
+from .probes import FULL, Ledger
 from .sample import Template, project_files
 
 USERS_FILES = {
@@ -58,8 +58,18 @@ def how(named_by: str, cache: Path) -> tuple[list[str], dict[str, str]]:
     return [], {"THINLINK_CACHE_DIR": str(cache)}
 
 
-@pytest.mark.parametrize("named_by", ("--cache-dir", "THINLINK_CACHE_DIR"))
-@pytest.mark.parametrize("kind", [*USERS_FILES, "the project itself"])
+NAMINGS = ("--cache-dir", "THINLINK_CACHE_DIR")
+KINDS = (*USERS_FILES, "the project itself")
+# The quick run names each kind of directory one way, both ways between them.
+ADOPTIONS = [
+    (kind, named_by)
+    for i, kind in enumerate(KINDS)
+    for j, named_by in enumerate(NAMINGS)
+    if FULL or i % 2 == j
+]
+
+
+@pytest.mark.parametrize(("kind", "named_by"), ADOPTIONS)
 def test_a_users_directory_is_not_adopted_nor_cleaned(
     template: Template, ledger: Ledger, tmp_path: Path, kind: str, named_by: str
 ) -> None:
@@ -90,7 +100,7 @@ def test_a_users_directory_is_not_adopted_nor_cleaned(
     ledger.check()
 
 
-@pytest.mark.parametrize("named_by", ("--cache-dir", "THINLINK_CACHE_DIR"))
+@pytest.mark.parametrize("named_by", NAMINGS if FULL else NAMINGS[:1])
 def test_clean_removes_only_the_caches_own_files(
     template: Template, ledger: Ledger, tmp_path: Path, named_by: str
 ) -> None:

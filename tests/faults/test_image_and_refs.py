@@ -18,7 +18,7 @@ from .damage import pad_with_nuls
 from .probes import FULL, Ledger, seeded
 from .sample import Template
 
-SEEDS = range(10 if FULL else 2)
+SEEDS = range(10 if FULL else 1)
 
 
 def change_two_bytes(data: bytearray, rng: random.Random) -> list[int]:
@@ -44,9 +44,9 @@ def test_a_corrupt_image_is_made_again(template: Template, ledger: Ledger, betwe
         changed = []
         for image in template.files("image"):
             data = bytearray(image.path.read_bytes())
-            offsets = change_two_bytes(data, seeded("image", image.shown, seed))
+            offsets = change_two_bytes(data, seeded("image", image.label, seed))
             image.path.write_bytes(data)
-            changed.append(f"{image.shown} at {offsets[0]} and {offsets[1]}")
+            changed.append(f"{image} at {offsets[0]} and {offsets[1]}")
         steps = []
         if between != "run":
             steps.append(thinlink("build", cwd=template.root))
@@ -93,6 +93,6 @@ def test_a_ref_padded_with_nuls_is_quoted_short(template: Template, ledger: Ledg
             nuls = (step.stdout + step.stderr).count("\\x00") + step.stderr.count("\x00")
             if nuls > 64:
                 verdict.problems.append(f"`{step.command}` printed {nuls} NULs")
-        shown = ", ".join(ref.shown for ref in group)
+        shown = ", ".join(map(str, group))
         ledger.record(f"{shown}: padded with 8192 NUL bytes", verdict)
     ledger.check()
