@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -51,7 +52,7 @@ THINLINK = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable
 # The longest line a message may be: a path, a reason and a short excerpt fit in it; a
 # file's content dumped into a message (8 KB of NULs) does not.
 MAX_LINE = 400
-TIMEOUT = 120.0  # seconds; only reached when something hangs
+TIMEOUT = 60.0  # seconds; only reached when something hangs
 
 
 @dataclass(frozen=True)
@@ -88,18 +89,31 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float = TIMEOUT,
 ) -> Step:
-    """Run `command` in `cwd` with the test environment (plus `env`) and wait for it."""
+    """Run `command` in `cwd` with the test environment (plus `env`) and wait for it.
+
+    No input (a program swapped for one that reads its stdin must not wait on it). One
+    still running after `timeout` (a program swapped for one that loops) is killed with
+    its process group, and its step says so.
+    """
     words = [str(word) for word in command]
-    done = subprocess.run(
+    proc = subprocess.Popen(
         words,
         cwd=cwd,
         env={**ENV, **(env or {})},
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         errors="backslashreplace",
-        timeout=timeout,
+        start_new_session=True,
     )
-    return Step(_display(words), done.returncode, done.stdout, done.stderr)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[still running after {timeout:.0f} s: killed]\n"
+    return Step(_display(words), proc.returncode, stdout, stderr)
 
 
 def thinlink(*args: str | os.PathLike[str], cwd: Path, env: dict[str, str] | None = None) -> Step:
@@ -247,6 +261,8 @@ def message_problems(step: Step, shapes: Shapes, most: int = 1) -> list[str]:
     """What is wrong with what `step` printed: a traceback, more than `most` message
     lines, a line too long to be a message. [] when it is fine."""
     problems = []
+    if "[still running after" in step.stderr:
+        problems.append(f"`{step.command}` never ended")
     if "Traceback (most recent call last)" in step.stderr + step.stdout:
         problems.append(f"traceback from `{step.command}`")
     extra = shapes.extra(step)

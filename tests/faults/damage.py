@@ -326,13 +326,13 @@ def swap_values(database: Path, pair: ValuePair) -> str:
                 ).fetchone()[0]
                 for rowid in pair.rowids
             )
+            update = f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?'
+            # Through a placeholder no row holds: the column may be UNIQUE.
+            placeholder = type(a)(os.urandom(16).hex()) if isinstance(a, str) else os.urandom(16)
             with con:
-                con.execute(
-                    f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?', (b, pair.rowids[0])
-                )
-                con.execute(
-                    f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?', (a, pair.rowids[1])
-                )
+                con.execute(update, (placeholder, pair.rowids[0]))
+                con.execute(update, (a, pair.rowids[1]))
+                con.execute(update, (b, pair.rowids[0]))
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             con.close()

@@ -15,7 +15,7 @@ import pytest
 
 from .commands import Verdict
 
-__all__ = ["FULL", "SEED", "Ledger", "sample", "seeded"]
+__all__ = ["FULL", "SEED", "Ledger", "pick", "sample", "seeded"]
 
 FULL = os.environ.get("THINLINK_FAULTS_FULL") == "1"
 SEED = int(os.environ.get("THINLINK_FAULTS_SEED", "12"))
@@ -25,6 +25,13 @@ _REPORT = os.environ.get("THINLINK_FAULTS_REPORT")
 def seeded(*labels: object) -> random.Random:
     """A generator seeded by the suite's seed and `labels` (one per probe)."""
     return random.Random(":".join(map(str, (SEED, *labels))))
+
+
+def pick(items: list, count: int, *labels: object) -> list:
+    """`count` of `items` chosen by the seed (all if there are no more), in any run."""
+    if len(items) <= count:
+        return list(items)
+    return seeded("pick", *labels).sample(items, count)
 
 
 def sample(items: list, quick: int, *labels: object) -> list:

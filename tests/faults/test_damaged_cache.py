@@ -18,7 +18,7 @@ import pytest
 
 from .commands import Verdict, recovers
 from .damage import CORRUPTIONS, CacheFile, swap_files, swap_values, value_pairs
-from .probes import FULL, Ledger, sample, seeded
+from .probes import FULL, Ledger, pick, sample, seeded
 from .sample import TAGS, Template, older_files, touched_files
 
 DAMAGED_ROLES = ("database", "journal", "value", "image", "ref", "manifest")
@@ -124,7 +124,14 @@ def test_two_values_swapped_inside_the_database(template: Template, ledger: Ledg
     crossing = [p for p in pairs if p.crosses_modules]
     assert crossing, "no two values of different modules have the same size in the database"
     rest = [p for p in pairs if not p.crosses_modules]
-    chosen = pairs if FULL else sample(crossing, 2, "rows") + sample(rest, 1, "rows")
+    if FULL:  # every pair of module contents; of the others (keys...), 40 per column
+        chosen = crossing + [
+            pair
+            for column in sorted({(p.table, p.column) for p in rest})
+            for pair in pick([p for p in rest if (p.table, p.column) == column], 40, *column)
+        ]
+    else:
+        chosen = sample(crossing, 2, "rows") + sample(rest, 1, "rows")
     for pair in chosen:
         template.restore()
         done = swap_values(database.path, pair)
