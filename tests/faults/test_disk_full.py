@@ -172,4 +172,4 @@ def test_thinlink_dev_on_a_full_disk(
 def _values(expected: Step) -> str:
     """The line `dev_app.py` prints for the sources python's run `expected` was of."""
     printed = dict(line.split() for line in expected.stdout.splitlines())
-    return f"VALUES {printed['big_a']} {printed['shape_a']}"
+    return f"VALUES {printed['big_a']} {printed['big_b']} {printed['shape_a']}"
