@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from thinlink.build.builder import Builder, BuildResult
 from thinlink.build.manifest import BuildStore, Manifest
-from thinlink.errors import BuildFailed
-from thinlink.launch import cache_location, find_root
+from thinlink.errors import BuildFailed, BuildNotFound
+from thinlink.launch import TreeState, cache_location, find_root
 
 if TYPE_CHECKING:
     from thinlink.patches.make import PatchResult
@@ -67,6 +67,8 @@ class Project:
         from thinlink.patches.make import make_patch
 
         base = old if isinstance(old, Manifest) else self.manifest(old)
+        store = BuildStore(self.cache_dir)
+        good = store.ref(str(self.root), "last-good")
         if new is None:
             result = self.build()
             if not result.ok:
@@ -77,9 +79,25 @@ class Project:
         builder = self.builder()
         try:
             return make_patch(builder.cache, base, target, main_path)
+        except BaseException:
+            # No patch, so the last good build is still the one processes run.
+            if good is not None:
+                store.set_ref(str(self.root), "last-good", good)
+            raise
         finally:
             builder.close()
 
     def manifest(self, build: str = "last") -> Manifest:
-        """A build by id or ref name (`last`, `last-good`); `BuildNotFound` if absent."""
-        return BuildStore(self.cache_dir).resolve(str(self.root), build)
+        """A build by id or ref name (`last`, `last-good`); `BuildNotFound` if absent.
+
+        A ref that is missing or damaged is found again from the tree state the last
+        build left (its build, if it had no errors, is also the last good one)."""
+        store, root = BuildStore(self.cache_dir), str(self.root)
+        if build in ("last", "last-good") and store.ref(root, build) is None:
+            state = TreeState.read(str(self.cache_dir), root)
+            if state is not None and (build == "last" or not state.errors):
+                return store.load(state.build_id)
+            raise BuildNotFound(
+                f"no {build} build of {root} is on record: run `thinlink build` first"
+            )
+        return store.resolve(root, build)

@@ -204,7 +204,7 @@ class LiveProgram:
             if line is None or line == "APPLIED":
                 return "".join(printed)
             printed.append(line + "\n")
-            if line.startswith("REFUSED"):
+            if line.startswith(("REFUSED", "NEEDS RESTART")):
                 return "".join(printed)
 
     def close(self) -> Step:

@@ -27,7 +27,7 @@ from .sample import Template, edited_files, project_files
 # The exit status of `thinlink build` on a full disk. Not settled yet: until it is, the
 # tests check only that it is neither success (0) nor a syntax error's nor an uncaught
 # exception's (both 1). Set it here once the tool has one.
-DISK_FULL_STATUS: int | None = None
+DISK_FULL_STATUS: int | None = 75  # EX_TEMPFAIL, thinlink.errors.CacheFull
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(bytes|[kKMGT]i?B)\b")
 
 

@@ -287,7 +287,7 @@ def test_clean_removes_only_what_the_cache_made(root, tmp_path, capsys):
     mine = write(cache, "mine.txt", "put here later by the user")
     code, _, err = cli(capsys, "clean", root, "--cache-dir", cache)
     assert code == 0 and "kept what is not the cache's: mine.txt" in err
-    assert sorted(p.name for p in cache.iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in cache.iterdir()) == ["CACHEDIR.TAG", "mine.txt"]
     assert mine.read_text() == "put here later by the user"
 
 

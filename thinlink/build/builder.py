@@ -31,7 +31,7 @@ from hotpatch.image import signature, source_digest
 from thinlink.errors import DISK_FULL, CacheFull, SourceError, ThinlinkError
 from thinlink.launch import TreeCheck, TreeState, check_tree, claim_cache_dir, read_source
 
-from .cache import Cache, CacheDamaged
+from .cache import Cache, CacheDamaged, set_aside
 from .manifest import BuildStore, Manifest, ModuleEntry, make_build_id
 from .rebuild import compile_whole, count_units, rebuild, store
 
@@ -204,7 +204,10 @@ class Builder:
         except CacheDamaged as exc:
             from thinlink.cli import console
 
-            aside = self.cache.quarantine()
+            if self._cache is not None:
+                self._cache.abandon()
+                self._cache = None
+            aside = set_aside(self.cache_dir)
             self._last_manifest = None
             console.warning(
                 f"thinlink: the cache was damaged ({exc}); set aside as {aside}, building again"

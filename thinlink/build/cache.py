@@ -11,7 +11,7 @@ Promises, each resting on diskcache's SQLite transactions:
   damaged, or found under another key (two rows or value files swapped), is dropped and
   reported as a miss, so it is recompiled, never trusted. A vanished value is a miss too.
 - A damaged database (cut short, overwritten, a page zeroed) is a cache miss as a whole:
-  `CacheDamaged` is raised, and `Builder` sets the store aside (`quarantine()`), says so
+  `CacheDamaged` is raised, and `Builder` sets the store aside (`set_aside()`), says so
   in one line, and builds again on a fresh one.
 - A full disk raises `CacheFull` naming the directory; what was written before stays.
 - Size is bounded (`size_limit`); the oldest stored entries are evicted first.
@@ -36,7 +36,7 @@ from .text import SourceText
 from .units import ModuleRecord, dump_record, load_record
 from .writebehind import WriteBehind
 
-__all__ = ["Cache", "CacheDamaged", "DEFAULT_SIZE_LIMIT", "INTERPRETER_TAG"]
+__all__ = ["Cache", "CacheDamaged", "DEFAULT_SIZE_LIMIT", "INTERPRETER_TAG", "set_aside"]
 
 DEFAULT_SIZE_LIMIT = 2**30  # 1 GiB
 _SUM = 8  # bytes of checksum in front of every value
@@ -48,7 +48,7 @@ _SQLITE_CACHE_PAGES = 2**10
 
 class CacheDamaged(ThinlinkError):
     """The cache's database cannot be read (damaged on disk). Raised by `Cache`; the
-    builder sets the store aside and builds again (see `Cache.quarantine`)."""
+    builder sets the store aside and builds again (`set_aside`)."""
 
 
 def _diskcache():  # noqa: ANN202 - the module
@@ -65,6 +65,24 @@ def _log():  # noqa: ANN202 - logging loads on the warning paths only
     import logging
 
     return logging.getLogger(__name__)
+
+
+_said_damaged = False
+
+
+def _dropped(key: str, why: str = "") -> None:
+    """Say once per process that damaged entries were found (each is a miss, compiled
+    again); the keys of the others go to the debug log."""
+    global _said_damaged
+    if _said_damaged:
+        _log().debug("dropping a damaged cache entry (%s)%s", key, why)
+        return
+    _said_damaged = True
+    _log().warning(
+        "thinlink: damaged cache entries found (the first: %s%s); dropped and compiled again",
+        key,
+        why,
+    )
 
 
 class Cache:
@@ -135,26 +153,13 @@ class Cache:
                 raise CacheFull(self.directory, 2 * self.attempted or None) from None
             raise CacheDamaged(f"{self.directory}: {text}") from None
 
-    def quarantine(self) -> str:
-        """Set the damaged store aside (renamed, not deleted: the user may want to look)
-        and open an empty one in its place; returns where the damaged one went."""
+    def abandon(self) -> None:
+        """Close a damaged store without writing anything more to it."""
+        self.behind.discard()
         try:
             self._store.close()
         except Exception:  # noqa: BLE001 - closing a damaged store may fail any way
             pass
-        objects = os.path.join(self.directory, "objects")
-        aside = f"{objects}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        try:
-            os.replace(objects, aside)
-        except FileNotFoundError:
-            pass
-        self._memo.clear()
-        self._records.clear()
-        self._texts.clear()
-        self._memo_bytes = 0
-        self.behind.discard()
-        self._store = self._open()
-        return aside
 
     # keys -------------------------------------------------------------------
 
@@ -215,17 +220,17 @@ class Cache:
         except ThinlinkError:
             raise
         except Exception as exc:  # noqa: BLE001 - diskcache decoding a garbled row
-            _log().warning("dropping a damaged cache entry (%s): %r", key, exc)
+            _dropped(key, f": {exc!r}")
             self._discard(key)
             return None
         if not isinstance(value, bytes) or len(value) < _SUM:
             if value is not None:
-                _log().warning("dropping a damaged cache entry (%s)", key)
+                _dropped(key)
                 self._discard(key)
             return None
         payload = value[_SUM:]
         if _checksum(key, payload) != value[:_SUM]:
-            _log().warning("dropping a damaged or misplaced cache entry (%s)", key)
+            _dropped(key)
             self._discard(key)
             return None
         return payload
@@ -383,3 +388,16 @@ def _disk_is_full(directory: str) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
+def set_aside(directory: str) -> str:
+    """Move the damaged store of the cache in `directory` out of the way (renamed, not
+    deleted: the user may want to look at it); returns where it went. The next `Cache`
+    opened there starts empty."""
+    objects = os.path.join(directory, "objects")
+    aside = f"{objects}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        os.replace(objects, aside)
+    except FileNotFoundError:
+        pass
+    return aside

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 
 from thinlink import launch
 from thinlink.errors import BuildFailed, ConfigError
@@ -383,22 +382,14 @@ def clean_command(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{where} is not a thinlink cache (no {launch.CACHE_TAG_FILE}); left as is"
         )
-    kept = []
-    for name in sorted(os.listdir(where)):
-        path = os.path.join(where, name)
-        if name in launch.CACHE_ENTRIES or name.startswith("objects.damaged-"):
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        else:
-            kept.append(name)
+    from thinlink.build.cachedir import clean
+
+    kept = clean(where)
     if kept:
         console.warning(
             f"removed the cache in {where}; kept what is not the cache's: {', '.join(kept)}"
         )
     else:
-        os.rmdir(where)
         console.info(f"removed {where}")
     return 0
 

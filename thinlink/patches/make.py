@@ -102,7 +102,13 @@ def _module_patch(
     if previous is None or previous.record is None:
         old_record, old_lines = ModuleRecord(entry.path, "", new_record.flags, ()), []
     else:
-        old_record, old_lines = _load(cache, previous)
+        try:
+            old_record, old_lines = _load(cache, previous)
+        except PatchError as exc:
+            # What the process runs is unknown here: only a restart brings it to `entry`.
+            plan = ModulePlan(entry.name, entry.path)
+            plan.needs_restart.append(str(exc))
+            return plan, None
     # Segments with the same text in both versions hold the same statements: only the
     # others are analysed and compared; unchanged ones that moved are relocated.
     unchanged, changed, removed = _segment_changes(old_record, new_record)
@@ -238,8 +244,8 @@ def _load(cache: Cache, entry: ModuleEntry) -> tuple[ModuleRecord, list[str]]:
         record = made.record
     if record is None or source is None:
         raise PatchError(
-            f"{entry.path}: the source of build {entry.digest} is gone from the cache and the "
-            "file; the app must restart to take this change"
+            f"{entry.path}: the source of the version processes run ({entry.digest}) is gone "
+            "from the cache (damaged or evicted) and from the file"
         )
     text = cache.source_text(entry.digest or "", entry.path, source)
     return record, text.lines
