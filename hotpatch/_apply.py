@@ -31,7 +31,7 @@ from ._jumptable import current_build, set_build
 from ._locate import closures_of, imports_name, index_module, module_files
 from ._report import PatchReport
 from ._transaction import Transaction
-from .bundle import Bundle, ModulePatch, Statement, load
+from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
 from .relocation import relocate
 
 __all__ = ["LOCK", "apply", "current_build", "no_gc", "rollback", "set_build"]
@@ -278,12 +278,10 @@ def _swap_functions(
     timings["functions"] = timings.get("functions", 0.0) + _ms(start)
 
 
-_FUNCTION_ATTRS = frozenset({"__defaults__", "__kwdefaults__", "__doc__", "__annotations__"})
-
-
 def _evaluate_attrs(module: ModuleType, fp: Any) -> dict[str, Any]:
-    """The new defaults (and doc) of a patched function, evaluated where Python would:
-    in the module, with a method's class namespace as locals (`def m(self, x=LIMIT)`)."""
+    """The new defaults, annotations and doc of a patched function (those whose source
+    changed), evaluated where Python would: in the module, with a method's class namespace
+    as locals (`def m(self, x=LIMIT)`, `def m(self) -> Item`)."""
     scope: dict[str, Any] = {}
     owner: Any = module
     for part in fp.qualname.split(".")[:-1]:
@@ -295,10 +293,11 @@ def _evaluate_attrs(module: ModuleType, fp: Any) -> dict[str, Any]:
         values = eval(fp.attrs, module.__dict__, scope)
     except Exception as exc:
         raise PatchError(
-            f"evaluating the new defaults of {fp.qualname} raised {type(exc).__name__}: {exc}",
+            f"evaluating the new defaults or annotations of {fp.qualname} raised "
+            f"{type(exc).__name__}: {exc}",
             module.__name__,
         ) from exc
-    if not isinstance(values, dict) or not set(values) <= _FUNCTION_ATTRS:
+    if not isinstance(values, dict) or not set(values) <= set(FUNCTION_ATTRS):
         raise PatchError(f"bad attribute patch for {fp.qualname}", module.__name__)
     return values
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ._locate import containers_holding, unwrap_chain
 from ._transaction import Transaction
+from .bundle import FUNCTION_ATTRS
 
 __all__ = [
     "Changes",
@@ -33,7 +34,7 @@ __all__ = [
     "values_equal",
 ]
 
-_FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
+_CODE_AND_ATTRS = ("__code__", *FUNCTION_ATTRS)  # what `_store` sets
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
 # Never copied from a re-run class onto the live one: identity and layout of the live class.
 _SKIP = frozenset(
@@ -74,8 +75,8 @@ def conform(
     fn: FunctionType, code: CodeType, tx: Transaction, attrs: dict[str, Any] | None = None
 ) -> str | None:
     """Give `fn` the code `code` in place (one store: callers see old or new, never a mix),
-    and with it the function attributes in `attrs` (`__defaults__`, `__kwdefaults__`,
-    `__doc__`: the new values of those whose source changed).
+    and with it the function attributes in `attrs` (the new values of those of
+    `FUNCTION_ATTRS` whose source changed).
 
     Returns None when done, or the reason it was refused (different free variables).
     """
@@ -84,38 +85,56 @@ def conform(
     if not attrs:
         tx.setattr(fn, "__code__", code)
         return None
-    defaults = attrs.get("__defaults__", fn.__defaults__)
-    kwdefaults = attrs.get("__kwdefaults__", fn.__kwdefaults__)
-    doc = attrs.get("__doc__", fn.__doc__)
-    tx.remember_attrs(fn, ("__code__", "__defaults__", "__kwdefaults__", "__doc__"))
-    # New code with old defaults is a half state another thread could call (a new
-    # parameter without its default: TypeError). Straight-line stores with no call in
-    # between, as in conform_function: no other thread runs until all four are done.
-    fn.__code__ = code
-    fn.__defaults__ = defaults
-    fn.__kwdefaults__ = kwdefaults
-    fn.__doc__ = doc
+    tx.remember_attrs(fn, _CODE_AND_ATTRS)
+    _store(
+        fn,
+        code,
+        attrs.get("__defaults__", fn.__defaults__),
+        attrs.get("__kwdefaults__", fn.__kwdefaults__),
+        attrs.get("__annotations__", fn.__annotations__),
+        attrs.get("__doc__", fn.__doc__),
+    )
     return None
 
 
 def conform_function(live: FunctionType, new: FunctionType, tx: Transaction) -> str | None:
-    """Copy code, defaults, kw-only defaults, annotations and doc from `new` onto `live`.
+    """Copy the code and the `FUNCTION_ATTRS` (defaults, kw-only defaults, annotations, doc)
+    of `new` onto `live`.
 
     Returns None when done, or the reason it was refused (different free variables).
     """
     if live.__code__.co_freevars != new.__code__.co_freevars:
         return _freevar_reason(live.__code__, new.__code__)
-    code, defaults, kwdefaults = new.__code__, new.__defaults__, new.__kwdefaults__
-    annotations, doc = new.__annotations__, new.__doc__
-    tx.remember_attrs(live, _FUNCTION_ATTRS)
-    # Straight-line stores with no call in between: CPython only switches threads at calls
-    # and backward jumps, so no other thread sees new code with old defaults.
-    live.__code__ = code
-    live.__defaults__ = defaults
-    live.__kwdefaults__ = kwdefaults
-    live.__annotations__ = annotations
-    live.__doc__ = doc
+    tx.remember_attrs(live, _CODE_AND_ATTRS)
+    _store(
+        live,
+        new.__code__,
+        new.__defaults__,
+        new.__kwdefaults__,
+        new.__annotations__,
+        new.__doc__,
+    )
     return None
+
+
+def _store(
+    fn: FunctionType,
+    code: CodeType,
+    defaults: tuple[Any, ...] | None,
+    kwdefaults: dict[str, Any] | None,
+    annotations: dict[str, Any],
+    doc: str | None,
+) -> None:
+    # New code with old defaults or annotations is a half state another thread could call
+    # (a new parameter without its default: TypeError) or read (a framework analysing the
+    # signature). Straight-line stores with no call or backward jump in between: CPython
+    # switches threads only there, so no other thread sees some of these without the rest.
+    # One store per name of `_CODE_AND_ATTRS`, in its order.
+    fn.__code__ = code
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    fn.__annotations__ = annotations
+    fn.__doc__ = doc
 
 
 def _freevar_reason(old: CodeType, new: CodeType) -> str:
@@ -379,11 +398,8 @@ def values_equal(
 
 
 def _function_changed(live: FunctionType, new: FunctionType) -> bool:
-    return (
-        live.__code__ != new.__code__
-        or live.__doc__ != new.__doc__
-        or not values_equal(live.__defaults__, new.__defaults__)
-        or not values_equal(live.__kwdefaults__, new.__kwdefaults__)
+    return live.__code__ != new.__code__ or any(
+        not values_equal(getattr(live, name), getattr(new, name)) for name in FUNCTION_ATTRS
     )
 
 

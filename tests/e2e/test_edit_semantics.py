@@ -153,6 +153,60 @@ def test_signature_changed(run):
     assert live.eval("m.f.__defaults__ is None and m.f.__code__.co_kwonlyargcount == 1")
 
 
+# -- annotations -------------------------------------------------------------------------------
+
+
+def test_annotations_changed_with_the_code(run):
+    source = "def f(x: int, *rest: int, key: int = 0) -> int:\n    return x\n"
+    live = run({"m.py": source}, "import typing\nimport m\nheld = m.f\n")
+    edited = "def f(x: str, *rest: bytes, key: float = 0) -> list[str]:\n    return [x]\n"
+    report = live.edit({"m.py": edited})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("held is m.f and held('a')") == ["a"]
+    assert live.eval("held.__annotations__ == typing.get_type_hints(held)")
+    assert live.eval("repr(held.__annotations__)") == repr(
+        {"x": str, "rest": bytes, "key": float, "return": list[str]}
+    )
+    # Annotations alone (the code is the same): still patched.
+    report = live.edit({"m.py": edited.replace("x: str", "x: bytes")})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("held.__annotations__['x'] is bytes and held(b'b') == [b'b']")
+
+
+def test_annotations_under_future_import_stay_strings(run):
+    source = "from __future__ import annotations\n\ndef f(x: int) -> int:\n    return x\n"
+    live = run({"m.py": source}, "import m\n")
+    report = live.edit({"m.py": source.replace("x: int", "x: list[int] | None")})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("m.f.__annotations__") == {"x": "list[int] | None", "return": "int"}
+    assert live.eval("__import__('typing').get_type_hints(m.f)['x'] == (list[int] | None)")
+
+
+def test_method_annotations_evaluated_in_the_class_body(run):
+    source = dedent(
+        """\
+        class C:
+            Kind = int
+
+            def m(self, __x: Kind, y=1) -> None:
+                return __x
+
+            @classmethod
+            def build(cls, n: int) -> "C":
+                return cls()
+        """
+    )
+    live = run({"m.py": source}, "import m\nobj = m.C()\nbound = obj.m\n")
+    edited = source.replace("__x: Kind, y=1) -> None", "__x: list[Kind], y=2) -> Kind").replace(
+        "n: int", "n: float"
+    )
+    report = live.edit({"m.py": edited})
+    assert sorted(report["patched"]) == ["m:C.build", "m:C.m"]
+    assert live.eval("repr(m.C.m.__annotations__)") == repr({"_C__x": list[int], "return": int})
+    assert live.eval("repr(m.C.build.__annotations__)") == repr({"n": float, "return": "C"})
+    assert live.eval("bound.__defaults__") == (2,)
+
+
 # -- add / delete / rename a function --------------------------------------------------------
 
 

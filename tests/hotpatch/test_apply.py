@@ -809,6 +809,49 @@ def test_worker_thread_sees_old_or_new_never_an_error(tmp_path: Path) -> None:
     assert value() == 50 and shifted(1000) == 1050
 
 
+def test_code_defaults_and_annotations_land_together_for_other_threads(tmp_path: Path) -> None:
+    # The function reports its own code's version next to the defaults and annotations it
+    # reads, with no call in between. A call that began before a patch may read what the
+    # patch set (it finishes on its old code); new code with old attributes is a half state.
+    def source(i: int) -> str:
+        return (
+            f"def typed(x: 'v{i}' = 'v{i}') -> 'v{i}':\n"
+            f"    return ('v{i}', typed.__annotations__['x'], typed.__defaults__[0])\n"
+        )
+
+    src = Source(tmp_path, "hp_typed", source(0))
+    typed = src.module.typed
+    seen: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            seen.append(typed())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for i in range(1, 41):
+            (fp,) = src.swap(source(i), "typed")
+            values = {
+                "__defaults__": (f"v{i}",),
+                "__annotations__": {"x": f"v{i}", "return": f"v{i}"},
+            }
+            attrs = compile(repr(values), str(src.path), "eval")
+            fp = FunctionPatch(fp.qualname, fp.old_lineno, fp.code, attrs)
+            _apply.apply(bundle(src.patch((fp,))))
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    mixed = [t for t in seen if t[1] != t[2] or int(t[0][1:]) > int(t[1][1:])]
+    assert seen and not mixed, mixed[:5]
+    assert typed() == ("v40", "v40", "v40")
+    assert typed.__annotations__ == {"x": "v40", "return": "v40"}
+
+
 MOVED_TAIL = """
 
 def make():
