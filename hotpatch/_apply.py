@@ -29,6 +29,7 @@ from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
 from ._errors import PatchError
 from ._jumptable import current_build, set_build
 from ._locate import closures_of, imports_name, index_module, module_files
+from ._rebind import rebind_method
 from ._report import PatchReport
 from ._transaction import Transaction
 from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
@@ -264,6 +265,16 @@ def _swap_functions(
             reason = conform(fn, fp.code, merge.tx, attrs)
             if reason is None:
                 swapped.append(fn)
+            elif (rebound := rebind_method(module, fn, fp.code, attrs, merge.tx)) is not None:
+                new, owner = rebound
+                swapped.append(new)
+                _jumptable.redirect(fn, new, f"{patch.name}:{fp.qualname}", merge.tx)
+                changes.warnings.append(
+                    f"{patch.name}:{fp.qualname}: its free variables changed ({reason}): a new "
+                    f"function is bound on the live class {owner.__qualname__}, which every "
+                    "instance uses; references to the old function held elsewhere (methods "
+                    "bound before this patch, aliases, registries) keep the old code"
+                )
             else:
                 changes.warnings.append(
                     f"{patch.name}:{fp.qualname}: a live function keeps its old code: {reason}"

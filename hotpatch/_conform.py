@@ -6,7 +6,8 @@ bound methods all hold that same object. A live class keeps its identity (`isins
 pickling, existing instances) and gets its members conformed, added or deleted one by one.
 
 What doesn't work: a function's free variables are fixed when it is made, so code with other
-free variables cannot go into it (the caller warns and the object keeps its old code). A
+free variables cannot go into it (a class member is then rebound on its live class by
+`_rebind`; anything else keeps its old code, and the caller warns). A
 wrapper whose decorator or decorator arguments changed cannot be conformed: the definition
 is re-bound to the new object and references held elsewhere keep the old one. A class whose
 bases, metaclass, `__slots__`, dataclass fields, Enum members or namedtuple fields changed

@@ -467,6 +467,35 @@ def test_class_rerun_patches_the_live_class_in_place(tmp_path: Path) -> None:
     assert not report.warnings  # a new property object loses no reference: no warning
 
 
+def test_method_gaining_super_is_rebound_on_its_class_and_rolled_back(tmp_path: Path) -> None:
+    text = """\
+        class Base:
+            def who(self, x=1):
+                return "base"
+
+        class Child(Base):
+            def who(self, x=1):
+                return "child"
+    """
+    _jumptable.enable()  # as under `thinlink dev`: `call` is the jump-table function
+    src = Source(tmp_path, "hp_super", text)
+    m = src.module
+    old, obj = m.Child.__dict__["who"], m.Child()
+    fps = src.swap(text.replace('return "child"', 'return "child+" + super().who()'), "Child.who")
+    attrs = compile("{'__defaults__': (2,), '__annotations__': {'x': int}}", str(src.path), "eval")
+    fp = FunctionPatch(fps[0].qualname, fps[0].old_lineno, fps[0].code, attrs)
+    report = _apply.apply(bundle(src.patch((fp,))))
+    new = m.Child.__dict__["who"]
+    assert new is not old and obj.who() == "child+base" and old(obj) == "child"
+    assert new.__defaults__ == (2,) and new.__annotations__ == {"x": int}
+    assert new.__closure__[0].cell_contents is m.Child  # the live class, not a re-run's
+    assert report.patched == ("hp_super:Child.who",)
+    assert [w for w in report.warnings if "free variables changed" in w]
+    assert _jumptable.call(old, obj) == "child+base"  # the jump table follows too
+    _apply.rollback()
+    assert m.Child.__dict__["who"] is old and obj.who() == "child"
+
+
 def test_class_whose_bases_changed_needs_restart_and_nothing_applies(tmp_path: Path) -> None:
     text = "A = 1\n\nclass Base:\n    pass\n\nclass C:\n    pass\n"
     src = Source(tmp_path, "hp_bases", text)
