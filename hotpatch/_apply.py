@@ -25,13 +25,16 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from . import _jumptable
-from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
-from ._errors import PatchError
+from ._conform import Changes, Merge, conform, values_equal
+from ._errors import NeedsRestart, PatchError
+from ._holders import unseen_by_holders
 from ._jumptable import current_build, set_build
 from ._locate import closures_of, imports_name, index_module, module_files
 from ._rebind import rebind_method
 from ._report import PatchReport
 from ._transaction import Transaction
+from .adapters._changes import Binding, FunctionChange, Interface
+from .adapters._run import Adapting
 from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
 from .relocation import relocate
 
@@ -107,8 +110,11 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
             )
         tx = Transaction()
         changes = Changes(warnings=list(bundle.warnings))
+        targets = [(patch, _live_modules(patch)) for patch in bundle.modules]
         try:
-            _apply_modules(bundle, tx, changes, timings)
+            adapting = _adapt_start(bundle, targets, tx, timings)
+            _apply_modules(targets, tx, changes, timings)
+            _adapt_finish(adapting, changes, timings)
         except NeedsRestart as exc:
             tx.rollback()
             _jumptable._update_mode()
@@ -163,11 +169,39 @@ def _finish(caches: list[object], report: PatchReport) -> None:
     _jumptable.notify(report)
 
 
+def _adapt_start(
+    bundle: Bundle,
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+    tx: Transaction,
+    timings: dict[str, float],
+) -> Adapting:
+    """The adapters of the frameworks this process imported, told what is about to change."""
+    start = perf_counter()
+    adapting = Adapting(bundle, targets, tx)
+    adapting.before()
+    timings["adapters"] = _ms(start)
+    return adapting
+
+
+def _adapt_finish(adapting: Adapting, changes: Changes, timings: dict[str, float]) -> None:
+    """The adapters bring what their framework derived in step with the patch; then the
+    library objects no adapter covers that may not see a signature change are named."""
+    start = perf_counter()
+    adapting.after(changes.functions, changes.bindings)
+    changes.adapted += adapting.patch.notes
+    changes.warnings += adapting.patch.warnings
+    if any(f.signature_changed for f in changes.functions):
+        changes.unseen += unseen_by_holders(changes.functions, adapting.holders)
+    timings["adapters"] = timings.get("adapters", 0.0) + _ms(start)
+
+
 def _apply_modules(
-    bundle: Bundle, tx: Transaction, changes: Changes, timings: dict[str, float]
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+    tx: Transaction,
+    changes: Changes,
+    timings: dict[str, float],
 ) -> None:
-    for patch in bundle.modules:
-        modules = _live_modules(patch)
+    for patch, modules in targets:
         if not modules:
             changes.skipped.append(patch.name)  # imported later, it loads the new code
         for module in modules:
@@ -194,8 +228,7 @@ def _patch_module(
         _rerun(module, statement, merge)
     for name in patch.removed:
         if name in module.__dict__:
-            merge.tx.delitem(module.__dict__, name)  # old references keep working
-            merge.changes.removed.append(f"{patch.name}:{name}")
+            _remove(module, name, merge)  # old references keep working
     timings["statements"] = timings.get("statements", 0.0) + _ms(start)
 
 
@@ -261,13 +294,19 @@ def _swap_functions(
         swapped = []
         # Evaluated before any swap, so code and defaults go in together (see conform).
         attrs = _evaluate_attrs(module, fp) if fp.attrs is not None and targets else None
+        label = f"{patch.name}:{fp.qualname}"
         for fn in targets:
+            before = Interface.of(fn)
             reason = conform(fn, fp.code, merge.tx, attrs)
             if reason is None:
                 swapped.append(fn)
+                changes.functions.append(FunctionChange(label, fn, before, Interface.of(fn)))
             elif (rebound := rebind_method(module, fn, fp.code, attrs, merge.tx)) is not None:
                 new, owner = rebound
                 swapped.append(new)
+                changes.functions.append(
+                    FunctionChange(label, new, before, Interface.of(new), replaced=fn)
+                )
                 _jumptable.redirect(fn, new, f"{patch.name}:{fp.qualname}", merge.tx)
                 changes.warnings.append(
                     f"{patch.name}:{fp.qualname}: its free variables changed ({reason}): a new "
@@ -359,6 +398,9 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
         if statement.mode == "class" and isinstance(namespace.get(name), type):
             decorated = statement.source.lstrip().startswith("@")
             merge.klass(namespace[name], new, name, statement.members, statement.removed, decorated)
+            merge.changes.bindings.append(
+                Binding(f"{merge.label}:{name}", "merged", namespace[name], new)
+            )
         else:
             _bind(module, name, new, merge, force=statement.mode == "rebind")
     if isinstance(annotations, dict) and annotations:
@@ -368,20 +410,33 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
                 merge.tx.setitem(live, name, value)
     for name in scratch.deleted:
         if name in namespace:
-            merge.tx.delitem(namespace, name)
-            merge.changes.removed.append(f"{merge.label}:{name}")
+            _remove(module, name, merge)
+
+
+def _remove(module: ModuleType, name: str, merge: Merge) -> None:
+    label = f"{merge.label}:{name}"
+    merge.changes.bindings.append(Binding(label, "removed", old=module.__dict__[name]))
+    merge.tx.delitem(module.__dict__, name)
+    merge.changes.removed.append(label)
 
 
 def _bind(module: ModuleType, name: str, new: object, merge: Merge, force: bool = False) -> None:
     namespace = module.__dict__
     old = namespace.get(name, _MISSING)
+    label = f"{merge.label}:{name}"
     if old is _MISSING:
         merge.tx.setitem(namespace, name, new)
-        merge.changes.added.append(f"{merge.label}:{name}")
+        merge.changes.added.append(label)
+        merge.changes.bindings.append(Binding(label, "added", new=new))
         return
-    if not force and (merge.value(old, new, name) or values_equal(old, new)):
-        return  # conformed in place, or the same value: the live object stays
+    if not force and merge.value(old, new, name):
+        if old is not new:  # conformed in place: the live object stays, `new` is thrown away
+            merge.changes.bindings.append(Binding(label, "merged", old, new))
+        return
+    if not force and values_equal(old, new):
+        return  # the same value
     merge.tx.setitem(namespace, name, new)
+    merge.changes.bindings.append(Binding(label, "replaced", old, new))
     if callable(old):
         if merge.defined_here(old, name):
             merge.changes.warnings.append(
@@ -449,6 +504,8 @@ def _report(build_id: str, changes: Changes, timings: dict[str, float]) -> Patch
         timings=timings,
         skipped=tuple(changes.skipped),
         rebound=tuple(changes.rebound),
+        adapted=tuple(changes.adapted),
+        unseen=tuple(changes.unseen),
     )
 
 

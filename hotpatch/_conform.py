@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any
 
+from ._errors import NeedsRestart
 from ._locate import containers_holding, unwrap_chain
 from ._transaction import Transaction
+from .adapters._changes import Binding, FunctionChange, Interface
 from .bundle import FUNCTION_ATTRS
 
 __all__ = [
@@ -54,10 +56,6 @@ _SLOT_DESCRIPTORS = (MemberDescriptorType, GetSetDescriptorType)
 _MISSING: Any = object()
 
 
-class NeedsRestart(Exception):  # noqa: N818  (control flow inside the runtime, not an error)
-    """A change that cannot be applied in place; unwinds to the transaction."""
-
-
 @dataclass
 class Changes:
     """What a patch did so far; the lists become the report's fields."""
@@ -70,6 +68,10 @@ class Changes:
     skipped: list[str] = field(default_factory=list)
     rebound: list[str] = field(default_factory=list)
     caches: list[object] = field(default_factory=list)  # cleared after commit
+    functions: list[FunctionChange] = field(default_factory=list)  # for adapters
+    bindings: list[Binding] = field(default_factory=list)  # for adapters
+    adapted: list[str] = field(default_factory=list)  # what adapters did
+    unseen: list[str] = field(default_factory=list)  # holders that may not see a change
 
 
 def conform(
@@ -216,8 +218,7 @@ class Merge:
             self._set_member(live, name, value, qualname)
         for name in [n for n in live_dict if n not in new.__dict__ and n not in _SKIP]:
             if self.defined_here(live_dict[name], f"{qualname}.{name}", prefix=True):
-                self.tx.delattr(live, name)
-                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+                self._remove_member(live, name, qualname)
 
     def _set_member(self, live: type, name: str, value: object, qualname: str) -> None:
         """Conform member `name` of the live class to `value`, or set it."""
@@ -226,8 +227,13 @@ class Merge:
         if old is _MISSING:
             self.tx.setattr(live, name, value)
             self.changes.added.append(f"{self.label}:{sub}")
-        elif not self.value(old, value, sub) and not values_equal(old, value):
+            self.changes.bindings.append(Binding(f"{self.label}:{sub}", "added", new=value))
+        elif self.value(old, value, sub):
+            if old is not value:
+                self.changes.bindings.append(Binding(f"{self.label}:{sub}", "merged", old, value))
+        elif not values_equal(old, value):
             self.tx.setattr(live, name, value)
+            self.changes.bindings.append(Binding(f"{self.label}:{sub}", "replaced", old, value))
             # Only the class holds a property object: replacing it loses no reference.
             if not issubclass(type(old), property) and self.defined_here(old, sub):
                 self._warn_rebound(sub)
@@ -241,8 +247,13 @@ class Merge:
                 self._set_member(live, name, value, qualname)
         for name in removed:
             if name in live.__dict__:
-                self.tx.delattr(live, name)
-                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+                self._remove_member(live, name, qualname)
+
+    def _remove_member(self, live: type, name: str, qualname: str) -> None:
+        sub = f"{self.label}:{qualname}.{name}"
+        self.changes.bindings.append(Binding(sub, "removed", old=live.__dict__[name]))
+        self.tx.delattr(live, name)
+        self.changes.removed.append(sub)
 
     def defined_here(self, obj: object, qualname: str, prefix: bool = False) -> bool:
         """True when `obj` is a definition from this module (a function or class with this
@@ -314,8 +325,11 @@ class Merge:
     def _conform_plan(self, plan: tuple, qualname: str) -> None:
         live, new, caches = plan
         if _function_changed(live, new):
+            before = Interface.of(live)
             conform_function(live, new, self.tx)  # freevars were checked by the plan
-            self.changes.patched.append(f"{self.label}:{qualname}")
+            name = f"{self.label}:{qualname}"
+            self.changes.patched.append(name)
+            self.changes.functions.append(FunctionChange(name, live, before, Interface.of(live)))
             self.changes.caches.extend(caches)
 
 

@@ -15,7 +15,7 @@ A transaction is used by one thread at a time (the applying thread, under the ap
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from types import FunctionType
 from typing import Any
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 
-_ATTR, _ITEM = "attr", "item"
+_ATTR, _ITEM, _CALL = "attr", "item", "call"
 
 
 class Transaction:
@@ -72,6 +72,14 @@ class Transaction:
         """Remember all of `mapping` so `rollback()` before `commit()` restores it whole."""
         self._snapshots.append((mapping, dict(mapping)))
 
+    # -- anything else ------------------------------------------------------------------------
+
+    def on_rollback(self, undo: Callable[[], object]) -> None:
+        """Call `undo()` when this transaction is rolled back, in its place in the log
+        (after what was recorded later is undone, before what was recorded earlier): for
+        state that is rebuilt rather than restored, such as a cache to clear again."""
+        self._log.append((_CALL, undo, None, None))
+
     # -- outcome ------------------------------------------------------------------------------
 
     def commit(self) -> None:
@@ -87,8 +95,10 @@ class Transaction:
             try:
                 if kind == _ATTR:
                     _restore_attr(target, name, old)
-                else:
+                elif kind == _ITEM:
                     _restore_item(target, name, old)
+                else:
+                    target()
             except Exception:  # keep undoing the rest; one failure must not strand them
                 logger.exception("hotpatch: could not undo %s %r on %r", kind, name, target)
         self._log.clear()

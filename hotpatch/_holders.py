@@ -1,0 +1,166 @@
+"""The rule for what no adapter covers: name the library objects that may not see a change.
+
+A library may analyse a function when it is registered (a CLI library reads its
+parameters into options, a task queue its signature, a web framework its annotations)
+and keep what it found. When a patch changes a function's parameters, defaults,
+annotations or kind in place, such a holder goes on with what it found before. Without an
+adapter for it the runtime cannot rebuild that, but it can say so instead of reporting a
+bare "patched": it looks for the objects of installed libraries (not the app's own module
+globals or classes, not the standard library) that hold the function, directly or through
+a dict or list of theirs, and names each of them in the report.
+
+One walk of the heap per level (at most three: function, container, owner), done only
+when a patch changed some function's signature.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from types import (
+    BuiltinFunctionType,
+    CellType,
+    CodeType,
+    FrameType,
+    FunctionType,
+    MethodType,
+    ModuleType,
+)
+
+from .adapters._changes import FunctionChange
+
+__all__ = ["unseen_by_holders"]
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_PASSIVE = (
+    FrameType,
+    CellType,
+    MethodType,
+    FunctionType,
+    ModuleType,
+    CodeType,
+    BuiltinFunctionType,
+)
+_LEVELS = 3
+
+
+def unseen_by_holders(changes: list[FunctionChange], kept: frozenset[str]) -> list[str]:
+    """One line per (function, library holder): the function's signature changed and the
+    holder, an object of an installed library whose class is not in `kept`, holds it."""
+    targets = [c for c in changes if c.signature_changed and c.replaced is None]
+    if not targets:
+        return []
+    own = {id(targets)}
+    module_dicts = {id(m.__dict__) for m in list(sys.modules.values()) if isinstance(m, ModuleType)}
+    # For each object reached: the target functions it holds, and how ("callback").
+    held: dict[int, tuple[object, list[FunctionChange], str]] = {
+        id(c.function): (c.function, [c], "") for c in targets
+    }
+    frontier = [c.function for c in targets]
+    found: dict[tuple[int, int], str] = {}
+    for _ in range(_LEVELS):
+        referrers = gc.get_referrers(*frontier)
+        own.add(id(referrers))
+        nxt: list[object] = []
+        for ref in referrers:
+            if id(ref) in own or isinstance(ref, _PASSIVE) or id(ref) in module_dicts:
+                continue
+            if isinstance(ref, type) or type(ref).__module__.startswith("hotpatch"):
+                continue  # a class member (the app's class), or this runtime's own records
+            for child, how in _children_held(ref, frontier):
+                _, functions, inner = held[id(child)]
+                path = _join(how, inner)
+                if isinstance(ref, _CONTAINERS):
+                    if id(ref) not in held:
+                        held[id(ref)] = (ref, list(functions), path)
+                        nxt.append(ref)
+                    continue
+                for change in functions:
+                    key = (id(change.function), id(ref))
+                    if key not in found and _is_library_object(ref, kept):
+                        found[key] = _line(change, ref, path)
+        if not nxt:
+            break
+        frontier = nxt
+    return list(found.values())
+
+
+def _children_held(ref: object, frontier: list[object]) -> list[tuple[object, str]]:
+    """Which objects of `frontier` `ref` holds, and under which key or attribute."""
+    ids = {id(o): o for o in frontier}
+    out: list[tuple[object, str]] = []
+    if type(ref) is dict:
+        for key, value in list(ref.items()):  # type: ignore[attr-defined]
+            if id(value) in ids:
+                out.append((value, f"[{key!r}]"))
+    elif isinstance(ref, _CONTAINERS):
+        for index, value in enumerate(list(ref)):  # type: ignore[call-overload]
+            if id(value) in ids:
+                out.append((value, f"[{index}]"))
+    else:
+        try:
+            own = object.__getattribute__(ref, "__dict__")
+        except (AttributeError, TypeError):
+            own = {}
+        if isinstance(own, dict):
+            for key, value in list(own.items()):
+                if id(value) in ids:
+                    out.append((value, f".{key}"))
+        if id(own) in ids:
+            out.append((own, ""))  # its instance dict held the function (or a container)
+        if not out:  # held otherwise (slots, a C type): say which object, not where
+            out = [(o, "") for o in frontier if _refers(ref, o)]
+    return out
+
+
+def _join(how: str, inner: str) -> str:
+    """The path from a holder to the function: `.view_functions['index']`. An object's own
+    `__dict__` (`how` empty) shows its first key as an attribute."""
+    if how or not inner.startswith("["):
+        return how + inner
+    key, _, rest = inner[1:].partition("]")
+    return f".{key.strip(chr(39))}{rest}"
+
+
+def _refers(ref: object, obj: object) -> bool:
+    return any(r is obj for r in gc.get_referents(ref))
+
+
+def _is_library_object(obj: object, kept: frozenset[str]) -> bool:
+    cls = type(obj)
+    if any(f"{c.__module__}.{c.__qualname__}" in kept for c in cls.__mro__):
+        return False
+    return _is_library(cls.__module__)
+
+
+_library_dirs: tuple[str, ...] | None = None
+
+
+def _is_library(module_name: str) -> bool:
+    """True for a module of an installed package (site-packages), not the standard library
+    and not the app's own (anything else: a project, an editable checkout)."""
+    global _library_dirs
+    module = sys.modules.get(module_name) or sys.modules.get(module_name.partition(".")[0])
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        return False  # built into the interpreter: the standard library
+    if _library_dirs is None:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        _library_dirs = tuple(
+            {os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
+        )
+    path = os.path.realpath(file)
+    parts = path.split(os.sep)
+    return path.startswith(_library_dirs) or "site-packages" in parts or "dist-packages" in parts
+
+
+def _line(change: FunctionChange, holder: object, path: str) -> str:
+    cls = type(holder)
+    where = f"{cls.__module__}.{cls.__qualname__}{path}"
+    return (
+        f"{change.name}: {change.describe()} changed; held by {where}, which may have "
+        "analysed it when it was registered: the change may not be seen there"
+    )
