@@ -16,7 +16,6 @@ when a patch changed some function's signature.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from types import (
     BuiltinFunctionType,
@@ -28,6 +27,7 @@ from types import (
     ModuleType,
 )
 
+from ._origin import is_library
 from .adapters._changes import FunctionChange
 
 __all__ = ["unseen_by_holders"]
@@ -129,32 +129,13 @@ def _refers(ref: object, obj: object) -> bool:
 
 def _is_library_object(obj: object, kept: frozenset[str]) -> bool:
     cls = type(obj)
-    if any(f"{c.__module__}.{c.__qualname__}" in kept for c in cls.__mro__):
-        return False
-    return _is_library(cls.__module__)
-
-
-_library_dirs: tuple[str, ...] | None = None
-
-
-def _is_library(module_name: str) -> bool:
-    """True for a module of an installed package (site-packages), not the standard library
-    and not the app's own (anything else: a project, an editable checkout)."""
-    global _library_dirs
-    module = sys.modules.get(module_name) or sys.modules.get(module_name.partition(".")[0])
-    file = getattr(module, "__file__", None)
-    if not isinstance(file, str):
-        return False  # built into the interpreter: the standard library
-    if _library_dirs is None:
-        import sysconfig
-
-        paths = sysconfig.get_paths()
-        _library_dirs = tuple(
-            {os.path.realpath(paths[k]) + os.sep for k in ("purelib", "platlib") if k in paths}
-        )
-    path = os.path.realpath(file)
-    parts = path.split(os.sep)
-    return path.startswith(_library_dirs) or "site-packages" in parts or "dist-packages" in parts
+    for c in cls.__mro__:
+        module = c.__module__
+        if f"{module}.{c.__qualname__}" in kept or any(
+            module == k or module.startswith(k + ".") for k in kept
+        ):
+            return False
+    return is_library(cls.__module__)
 
 
 def _line(change: FunctionChange, holder: object, path: str) -> str:

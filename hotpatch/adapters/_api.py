@@ -34,9 +34,10 @@ class Adapter:
     `patch.needs_restart(reason)` for a change that cannot be applied in place. Any other
     exception fails the patch, which is then undone everywhere.
 
-    `holders` names the classes (`"module.Qualname"`) whose instances this adapter keeps in
-    step: the runtime's warning about library objects that hold a function whose
-    signature changed (and may not see the change) leaves them out.
+    `holders` names the classes (`"module.Qualname"`) or modules (every class defined in
+    one, or in a module below it) whose instances this adapter keeps in step: the
+    runtime's warning about library objects that hold a function whose signature changed
+    (and may not see the change) leaves them out.
     """
 
     name: str = "adapter"

@@ -382,6 +382,7 @@ class DevSession:
             for p in made.plans
             for r in p.reruns
         ]
+        names += [f"{name} (removed)" for p in made.plans for name in p.removed]
         shown = ", ".join(dict.fromkeys(names)) or "no functions"
         if len(shown) > 70:
             shown = shown[:67] + "..."

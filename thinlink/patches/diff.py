@@ -498,6 +498,13 @@ def _rerun_dependents(
         elif statement.kind == "function":
             mode = "rebind" if statement.decorators else "merge"
             rerun_at[statement.lineno] = Rerun(statement, mode)
+            # Re-running it brings its new code too; a swap as well would evaluate its
+            # new defaults before what they read is bound (a function added above it).
+            plan.code = [
+                c
+                for c in plan.code
+                if not statement.lineno <= c.unit.lineno <= statement.end_lineno
+            ]
             if statement.decorators:
                 changed.update(statement.defines)
                 plan.warnings.append(
