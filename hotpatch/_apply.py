@@ -21,7 +21,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from time import perf_counter, sleep
-from types import CodeType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from . import _jumptable
@@ -110,7 +110,7 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
             )
         tx = Transaction()
         changes = Changes(warnings=list(bundle.warnings))
-        targets = [(patch, _live_modules(patch)) for patch in bundle.modules]
+        targets = _dependency_order([(patch, _live_modules(patch)) for patch in bundle.modules])
         try:
             adapting = _adapt_start(bundle, targets, tx, timings)
             _apply_modules(targets, tx, changes, timings)
@@ -465,6 +465,47 @@ def _rebind_imports(module: ModuleType, name: str, old: object, new: object, mer
                 continue
             merge.tx.setitem(namespace, name, new)
             merge.changes.rebound.append(f"{other.__name__}.{name}")
+
+
+def _dependency_order(
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+) -> list[tuple[ModulePatch, list[ModuleType]]]:
+    """The module patches with each after those of the modules it uses (a URLconf after the
+    views it names: its re-run reads what the views' patch adds). A module uses another
+    when its globals hold that module or something defined there. Cycles keep their order."""
+    if len(targets) < 2:
+        return targets
+    names = {m.__name__: i for i, (_, modules) in enumerate(targets) for m in modules}
+    uses: list[set[int]] = []
+    for i, (_, modules) in enumerate(targets):
+        found: set[int] = set()
+        for module in modules:
+            for value in list(vars(module).values()):
+                if isinstance(value, ModuleType):
+                    other = value.__name__
+                elif isinstance(value, type | FunctionType):
+                    other = getattr(value, "__module__", None)
+                else:
+                    continue
+                j = names.get(other) if isinstance(other, str) else None
+                if j is not None and j != i:
+                    found.add(j)
+        uses.append(found)
+    ordered: list[int] = []
+    state = [0] * len(targets)  # 0 new, 1 visiting, 2 done
+
+    def visit(i: int) -> None:
+        if state[i]:
+            return  # done, or a cycle: its order stays
+        state[i] = 1
+        for j in sorted(uses[i]):
+            visit(j)
+        state[i] = 2
+        ordered.append(i)
+
+    for i in range(len(targets)):
+        visit(i)
+    return [targets[i] for i in ordered]
 
 
 def _live_modules(patch: ModulePatch) -> list[ModuleType]:

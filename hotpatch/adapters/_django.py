@@ -1,13 +1,14 @@
 """The Django adapter: URL resolvers rebuilt, model changes restart the app.
 
 What Django derives and keeps: `get_resolver()` memoises the root URL resolver (and
-`get_ns_resolver`, `get_callable` theirs), and each resolver caches its URLconf's
-`urlpatterns` list and the reverse lookups made from it. A patch that re-runs
-`urlpatterns = [...]` (a new `path()`, an `include()`) binds a new list the cached
-resolvers never read: so after every patch that binds, rebinds or removes anything, the
-caches are cleared (`clear_url_caches()`, again if the patch is undone), and the next
-request builds resolvers from the live URLconfs. A URL pattern whose view was replaced by
-a re-run definition (its decorator changed) is given the new view.
+`get_ns_resolver`, `get_callable` theirs), and each resolver (the root, and one per
+`include()`, held in its parent's list) caches its URLconf's `urlpatterns` list and the
+reverse lookups made from it. A patch that re-runs `urlpatterns = [...]` (a new `path()`,
+an `include()`) binds a new list the cached resolvers never read: so after every patch
+that binds, rebinds or removes anything, each resolver of the tree forgets what it read
+(undone with the patch), the module caches are cleared (`clear_url_caches()`, again if
+the patch is undone), and the next request reads the live URLconfs. A URL pattern whose
+view was replaced by a re-run definition (its decorator changed) is given the new view.
 
 Models: Django builds a model's fields, managers, table and app-registry entry when the
 class is made. A model class whose fields or `Meta` change, or a model added or removed,
@@ -66,7 +67,10 @@ class DjangoAdapter(Adapter):
         urls = sys.modules.get("django.urls")
         if urls is None or not (patch.bindings or any(f.replaced for f in patch.functions)):
             return  # body edits: resolvers hold the same view functions
-        repointed = _repoint_views(patch, urls)
+        resolvers = _resolvers(urls)
+        repointed = _repoint_views(patch, resolvers)
+        for resolver in resolvers:
+            _reset(patch, resolver)
         urlconfs = [s for s in patch.statements if "urlpatterns" in s.names]
         urls.clear_url_caches()
         patch.on_undo(urls.clear_url_caches)
@@ -80,33 +84,64 @@ def _model_base() -> type | None:
     return getattr(models, "Model", None)
 
 
-def _repoint_views(patch: Patch, urls: Any) -> int:
-    """Give every URL pattern whose view this patch made obsolete its successor."""
-    obsolete = {id(o) for o in patch.obsolete() if callable(o)}
-    if not obsolete:
-        return 0
-    resolvers = sys.modules.get("django.urls.resolvers")
+def _resolvers(urls: Any) -> list[Any]:
+    """Every URL resolver in the tree of the root URLconf, as the app has them now (an
+    `include()` is a resolver object inside its parent's list, with its own caches)."""
+    resolvers_module = sys.modules.get("django.urls.resolvers")
     try:
         todo = [urls.get_resolver()]
     except Exception:  # no settings, no ROOT_URLCONF: nothing routes here
-        return 0
-    done = 0
+        return []
+    found: list[Any] = []
     seen: set[int] = set()
     while todo:
         resolver = todo.pop()
         if id(resolver) in seen:
             continue
         seen.add(id(resolver))
-        for pattern in list(getattr(resolver, "url_patterns", ())):
-            if isinstance(pattern, resolvers.URLResolver):
-                todo.append(pattern)
-            elif id(getattr(pattern, "callback", None)) in obsolete:
-                successor = patch.successor(pattern.callback)
-                if successor is None:
-                    patch.warn(f"the view of URL pattern {pattern.pattern} was removed")
-                    continue
-                patch.setattr(pattern, "callback", successor)
-                if "lookup_str" in vars(pattern):  # a cached_property made from the view
-                    patch.delattr(pattern, "lookup_str")
-                done += 1
+        found.append(resolver)
+        try:
+            patterns = list(resolver.url_patterns)
+        except Exception:  # a URLconf that does not import now: the next request says so
+            continue
+        todo += [p for p in patterns if isinstance(p, resolvers_module.URLResolver)]
+    return found
+
+
+def _reset(patch: Patch, resolver: Any) -> None:
+    """Forget what `resolver` read from its URLconf (its patterns, its reverse lookups),
+    so the next request reads the live `urlpatterns`."""
+    for cached in ("url_patterns", "urlconf_module"):
+        if cached in vars(resolver):  # cached_property values
+            patch.delattr(resolver, cached)
+    for name, empty in (
+        ("_reverse_dict", dict),
+        ("_namespace_dict", dict),
+        ("_app_dict", dict),
+        ("_callback_strs", set),
+    ):
+        if name in vars(resolver):
+            patch.setattr(resolver, name, empty())
+    if vars(resolver).get("_populated"):
+        patch.setattr(resolver, "_populated", False)
+
+
+def _repoint_views(patch: Patch, resolvers: list[Any]) -> int:
+    """Give every URL pattern whose view this patch made obsolete its successor."""
+    obsolete = {id(o) for o in patch.obsolete() if callable(o)}
+    if not obsolete:
+        return 0
+    done = 0
+    for resolver in resolvers:
+        for pattern in list(vars(resolver).get("url_patterns", ())):
+            if id(getattr(pattern, "callback", None)) not in obsolete:
+                continue
+            successor = patch.successor(pattern.callback)
+            if successor is None:
+                patch.warn(f"the view of URL pattern {pattern.pattern} was removed")
+                continue
+            patch.setattr(pattern, "callback", successor)
+            if "lookup_str" in vars(pattern):  # a cached_property made from the view
+                patch.delattr(pattern, "lookup_str")
+            done += 1
     return done

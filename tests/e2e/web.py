@@ -4,6 +4,7 @@ answer to change (bounded: a patch shows within milliseconds, a failure within T
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -24,8 +25,9 @@ def free_port() -> int:
 class Http:
     """Requests to one server on 127.0.0.1."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, session: object = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.session = session  # a DevApp: its transcript goes into failures
 
     def get(self, path: str, method: str = "GET", body: object = None) -> tuple[int, Any]:
         """(status, the JSON answer, or its text when not JSON)."""
@@ -49,8 +51,18 @@ class Http:
 
     def until(self, path: str, expected: Any, method: str = "GET", body: object = None) -> Any:
         """Ask until the answer is `expected` (a (status, value) pair, or a value for a
-        200); the answer."""
-        want = expected if isinstance(expected, tuple) else (200, expected)
+        200); the answer. `expected` may be a status alone (an int): any value then."""
+        if isinstance(expected, int) and not isinstance(expected, bool):
+            want: Any = None
+
+            def matches(got: tuple[int, Any]) -> bool:
+                return got[0] == expected
+        else:
+            want = expected if isinstance(expected, tuple) else (200, expected)
+
+            def matches(got: tuple[int, Any]) -> bool:
+                return got == want
+
         last: list[object] = [None]
 
         def answer() -> tuple[int, Any] | None:
@@ -59,9 +71,27 @@ class Http:
             except OSError as exc:  # not listening yet
                 last[0] = exc
                 return None
-            return got if got == want else None
+            return got if matches(got) else None
 
         try:
-            return wait_until(answer, TIMEOUT, 0.01, f"{method} {path} to answer {want}")
+            what = f"{method} {path} to answer {want or expected}"
+            return wait_until(answer, TIMEOUT, 0.01, what)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; the last answer was {last[0]!r}") from None
+            shown = repr(last[0])
+            shown = shown if len(shown) < 500 else shown[:500] + "..."
+            transcript = "\n".join(_tool_lines(self.session)) if self.session is not None else ""
+            raise AssertionError(f"{exc}; the last answer was {shown}\n{transcript}") from None
+
+
+def _tool_lines(session: object) -> list[str]:
+    """What `thinlink dev` said (its timestamped lines and those under them), without the
+    server's request log."""
+    lines, keep = [], False
+    for line in session.err.lines:  # type: ignore[attr-defined]
+        if re.match(r"\d\d:\d\d:\d\d |thinlink dev:", line):
+            keep = True
+        elif not line.startswith("  "):
+            keep = False
+        if keep:
+            lines.append(line)
+    return lines
