@@ -44,7 +44,9 @@ _MISSING: Any = object()
 class StarletteAdapter(Adapter):
     name = "fastapi"
     modules = ("starlette", "fastapi")
-    holders = ("starlette", "fastapi")  # what routes hold: rebuilt with them
+    # What routes hold (rebuilt with them), and the ASGI servers, whose connections keep
+    # the last request's scope (its "endpoint"): routed again at the next request.
+    holders = ("starlette", "fastapi", "uvicorn", "hypercorn", "daphne", "granian")
 
     def after(self, patch: Patch) -> None:
         changed = {id(f.function): f for f in patch.functions if f.changed}

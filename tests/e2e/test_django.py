@@ -141,7 +141,7 @@ def test_django_edits_go_live_under_runserver(project: Path, dev_apps) -> None:
     edit(views, 'def greet(request, name="world"):', "def greet(request):")
     edit(views, '{"message": "hi " + name}', '{"message": "hi " + request.GET["who"]}')
     http.until("/greet/?who=bo", {"message": "hi bo"})
-    http.until("/greet/ann/", 404)
+    http.until("/greet/ann/", status=404)
 
     # A new route with a new view, and a new module it depends on; then the route goes.
     (root / "shop/pricing.py").write_text("def price(n):\n    return n * 3\n")
@@ -159,7 +159,7 @@ def test_django_edits_go_live_under_runserver(project: Path, dev_apps) -> None:
     edit(root / "shop/pricing.py", "n * 3", "n * 5")
     http.until("/price/2/", {"price": 10})
     edit(urls, '    path("price/<int:n>/", views.priced),\n', "")
-    http.until("/price/2/", 404)
+    http.until("/price/2/", status=404)
 
     # An included URLconf changed, and a class-based view gains a method.
     edit(

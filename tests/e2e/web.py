@@ -14,6 +14,8 @@ from .devapp import TIMEOUT, wait_until
 
 __all__ = ["Http", "free_port"]
 
+_ANY: Any = object()
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (the server binds it a moment later)."""
@@ -49,20 +51,22 @@ class Http:
         assert status == 200, (path, status, value)
         return value
 
-    def until(self, path: str, expected: Any, method: str = "GET", body: object = None) -> Any:
-        """Ask until the answer is `expected` (a (status, value) pair, or a value for a
-        200); the answer. `expected` may be a status alone (an int): any value then."""
-        if isinstance(expected, int) and not isinstance(expected, bool):
-            want: Any = None
+    def until(
+        self,
+        path: str,
+        expected: Any = _ANY,
+        *,
+        status: int = 200,
+        method: str = "GET",
+        body: object = None,
+    ) -> Any:
+        """Ask until the answer is `status` with the value `expected` (any value if not
+        given); the answer, a (status, value) pair."""
 
-            def matches(got: tuple[int, Any]) -> bool:
-                return got[0] == expected
-        else:
-            want = expected if isinstance(expected, tuple) else (200, expected)
+        def matches(got: tuple[int, Any]) -> bool:
+            return got[0] == status and (expected is _ANY or got[1] == expected)
 
-            def matches(got: tuple[int, Any]) -> bool:
-                return got == want
-
+        want = (status, expected)
         last: list[object] = [None]
 
         def answer() -> tuple[int, Any] | None:
@@ -74,7 +78,7 @@ class Http:
             return got if matches(got) else None
 
         try:
-            what = f"{method} {path} to answer {want or expected}"
+            what = f"{method} {path} to answer {want}"
             return wait_until(answer, TIMEOUT, 0.01, what)
         except AssertionError as exc:
             shown = repr(last[0])
