@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .devapp import dedent, edit
+from .devapp import dedent, edit, wait_until
 from .web import Http, free_port
 
 pytest.importorskip("fastapi")
@@ -174,20 +174,19 @@ def test_fastapi_edits_go_live_under_uvicorn(served) -> None:
     # A WebSocket route: its body, then a new parameter.
     assert ws_text(port, "/ws") == "v1"
     edit(root / "app.py", 'send_text("v1")', 'send_text("v2")')
-    app.wait_err(r"patched ws: 1/1")
-    assert ws_text(port, "/ws") == "v2"
+    wait_until(lambda: ws_text(port, "/ws") == "v2", what="the new WebSocket body")
     edit(
         root / "app.py",
         "async def ws(websocket: WebSocket):",
         'async def ws(websocket: WebSocket, who: str = "x"):',
     )
     edit(root / "app.py", 'send_text("v2")', 'send_text("v2 " + who)')
-    app.wait_err(r"patched ws: 1/1")
-    assert ws_text(port, "/ws?who=bo") == "v2 bo"
+    wait_until(lambda: ws_text(port, "/ws?who=bo") == "v2 bo", what="the WebSocket parameter")
+    app.wait_err(r"^  fastapi: rebuilt WS /ws \(.*parameters changed\)")
 
     # Patched, never restarted: the same process, its state carried on.
     last = http.json("/state")
-    assert last["pid"] == first["pid"] and last["hits"] == first["hits"] + 1
+    assert last["pid"] == first["pid"] and last["hits"] == first["hits"] + 1, app.transcript()
     assert "restarting" not in app.err.text()
     assert "failed" not in app.err.text(), app.transcript()
     assert "may not be seen" not in app.err.text(), app.transcript()

@@ -141,6 +141,9 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, dev_apps):
     (root / "pyproject.toml").write_text("")
     (root / "app.py").write_text(APP)
     (root / "shop.py").write_text(SHOP)
+    # gunicorn 23+ opens a control socket at a fixed path in the home directory: two
+    # servers at once would fight over it.
+    (root / "gunicorn.conf.py").write_text("control_socket_disable = True\n")
     port = free_port()
     if request.param == "flask run":
         args = ["-m", "flask", "--app", "app", "run", "--host", "127.0.0.1", "--port", str(port)]
