@@ -114,7 +114,7 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
         try:
             adapting = _adapt_start(bundle, targets, tx, timings)
             _apply_modules(targets, tx, changes, timings)
-            _adapt_finish(adapting, changes, timings)
+            _adapt_finish(adapting, changes, tx, timings)
         except NeedsRestart as exc:
             tx.rollback()
             _jumptable._update_mode()
@@ -183,7 +183,9 @@ def _adapt_start(
     return adapting
 
 
-def _adapt_finish(adapting: Adapting, changes: Changes, timings: dict[str, float]) -> None:
+def _adapt_finish(
+    adapting: Adapting, changes: Changes, tx: Transaction, timings: dict[str, float]
+) -> None:
     """The adapters bring what their framework derived in step with the patch; then the
     library objects no adapter covers that may not see a signature change are named."""
     start = perf_counter()
@@ -191,7 +193,7 @@ def _adapt_finish(adapting: Adapting, changes: Changes, timings: dict[str, float
     changes.adapted += adapting.patch.notes
     changes.warnings += adapting.patch.warnings
     if any(f.signature_changed for f in changes.functions):
-        changes.unseen += unseen_by_holders(changes.functions, adapting.holders)
+        changes.unseen += unseen_by_holders(changes.functions, adapting.holders, tx.records())
     timings["adapters"] = timings.get("adapters", 0.0) + _ms(start)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Iterable
 from types import (
     BuiltinFunctionType,
     CellType,
@@ -45,13 +46,16 @@ _PASSIVE = (
 _LEVELS = 3
 
 
-def unseen_by_holders(changes: list[FunctionChange], kept: frozenset[str]) -> list[str]:
+def unseen_by_holders(
+    changes: list[FunctionChange], kept: frozenset[str], own: Iterable[object] = ()
+) -> list[str]:
     """One line per (function, library holder): the function's signature changed and the
-    holder, an object of an installed library whose class is not in `kept`, holds it."""
+    holder, an object of an installed library whose class is not in `kept`, holds it.
+    `own` are this runtime's containers that hold functions (the undo log's records)."""
     targets = [c for c in changes if c.signature_changed and c.replaced is None]
     if not targets:
         return []
-    own = {id(targets)}
+    own_ids = {id(o) for o in own} | {id(targets)}
     module_dicts = {id(m.__dict__) for m in list(sys.modules.values()) if isinstance(m, ModuleType)}
     # For each object reached: the target functions it holds, and how ("callback").
     held: dict[int, tuple[object, list[FunctionChange], str]] = {
@@ -61,10 +65,11 @@ def unseen_by_holders(changes: list[FunctionChange], kept: frozenset[str]) -> li
     found: dict[tuple[int, int], str] = {}
     for _ in range(_LEVELS):
         referrers = gc.get_referrers(*frontier)
-        own.add(id(referrers))
+        own_ids.update((id(referrers), id(frontier)))
+        own_ids.update(id(entry) for entry in held.values())
         nxt: list[object] = []
         for ref in referrers:
-            if id(ref) in own or isinstance(ref, _PASSIVE) or id(ref) in module_dicts:
+            if id(ref) in own_ids or isinstance(ref, _PASSIVE) or id(ref) in module_dicts:
                 continue
             if isinstance(ref, type) or type(ref).__module__.startswith("hotpatch"):
                 continue  # a class member (the app's class), or this runtime's own records

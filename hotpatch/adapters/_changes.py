@@ -6,8 +6,7 @@ by the rule that names the library objects a change may not reach (`hotpatch._ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
@@ -24,7 +23,7 @@ _MISSING: Any = object()
 SIGNATURE_PARTS = frozenset({"parameters", "defaults", "annotations", "kind"})
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Interface:
     """What a library can read from a function without calling it: its parameters (from
     its code), defaults, annotations, doc, and whether it is a coroutine or generator.
@@ -90,7 +89,7 @@ def _same(x: object, y: object) -> bool:
     return False
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class FunctionChange:
     """A live function the patch gave new code (and maybe new defaults, annotations, doc).
 
@@ -104,11 +103,11 @@ class FunctionChange:
     before: Interface
     after: Interface
     replaced: FunctionType | None = None
+    #: The parts of the interface that changed (see `Interface.differences`).
+    changed: frozenset[str] = field(init=False)
 
-    @cached_property
-    def changed(self) -> frozenset[str]:
-        """The parts of the interface that changed (see `Interface.differences`)."""
-        return self.before.differences(self.after)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changed", self.before.differences(self.after))
 
     @property
     def signature_changed(self) -> bool:
@@ -122,7 +121,7 @@ class FunctionChange:
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Binding:
     """A name the patch bound, rebound or deleted: a module global (`"module:name"`) or a
     class member (`"module:Class.name"`).
@@ -139,7 +138,7 @@ class Binding:
     new: object = None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Statement:
     """A top-level statement the patch re-runs (or re-ran) in `module`.
 
