@@ -4,9 +4,11 @@ Importing it does nothing: no hooks, threads or sockets until hot patching is en
 (by `thinlink run`/`thinlink dev`, `HOTPATCH_ENABLED=1`, or `enable()`).
 
 Layers: `bundle` (the public wire format the build side writes), `_jumptable` (call,
-hot, safe points, callbacks), `_apply` with `_locate`, `_conform` and `_transaction`
-(applying a bundle all or nothing), `_image`, `_loader` and `_boot` (running a program
-from a build). `_apply` is loaded on first use: it is not free to import.
+hot, safe points, callbacks), `_apply` with `_locate`, `_conform`, `_rebind` and
+`_transaction` (applying a bundle all or nothing), `adapters` (the public API for keeping
+frameworks' derived state in step, and the built-in adapters) with `_holders` (naming
+what no adapter covers), `_image`, `_loader` and `_boot` (running a program from a
+build). `_apply` is loaded on first use: it is not free to import.
 """
 
 from ._errors import BundleError as BundleError
