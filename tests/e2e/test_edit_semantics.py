@@ -207,6 +207,15 @@ def test_method_annotations_evaluated_in_the_class_body(run):
     assert live.eval("bound.__defaults__") == (2,)
 
 
+def test_default_reading_a_function_added_in_the_same_save(run):
+    source = "def f(x=1):\n    return x\n"
+    live = run({"m.py": source}, "import m\nheld = m.f\n")
+    edited = "def helper():\n    return 5\n\n\ndef f(x=helper):\n    return x()\n"
+    report = live.edit({"m.py": edited})
+    assert report["added"] == ["m:helper"]
+    assert live.eval("(held(), held is m.f)") == (5, True)  # re-run after helper, merged
+
+
 # -- add / delete / rename a function --------------------------------------------------------
 
 
