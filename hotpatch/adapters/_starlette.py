@@ -18,7 +18,9 @@ app's modules, and the routers included or mounted in them); for each route:
   annotations, kind (sync/async/generator) or doc: the route is rebuilt in place, by
   constructing a route of its class from its own settings and taking over the new
   route's state (the same object stays in every list holding it).
-Then routers whose routes changed are marked changed, and every FastAPI app's OpenAPI
+A route added to a router that an older FastAPI release copied into the app at
+`include_router()` is copied there too, as the other routes were. Then routers whose
+routes changed are marked changed, and every FastAPI app's OpenAPI
 schema is dropped, so `/docs` shows the new signatures. Each route list is replaced
 whole (one store), so a request being routed sees the old list or the new.
 
@@ -65,6 +67,10 @@ class StarletteAdapter(Adapter):
         edited: list[Any] = []
         for router in routers:
             if _update_router(patch, router, changed, obsolete):
+                edited.append(router)
+        fresh = {id(b.new) for b in added}
+        for router in routers:
+            if fresh and _copy_new_routes(patch, router, routers, fresh):
                 edited.append(router)
         for router in routers:
             if (edited or added) and hasattr(router, "_mark_routes_changed"):
@@ -154,6 +160,57 @@ def _update_router(
     if moved:
         patch.setattr(router, "routes", result)  # one store: routed requests see old or new
     return moved or rebuilt
+
+
+def _copy_new_routes(patch: Patch, router: Any, routers: list[Any], fresh: set[int]) -> bool:
+    """Older FastAPI releases copy a router's routes into the including router at
+    `include_router()`: a route the patch added to `router` is copied the same way into
+    every router holding copies of its other routes (the prefix, tags and dependencies
+    of the inclusion read off one such copy). True if `router` got a copy."""
+    done = False
+    for parent in routers:
+        if parent is router:
+            continue
+        for route in [r for r in router.routes if id(getattr(r, "endpoint", None)) in fresh]:
+            if any(getattr(r, "endpoint", None) is route.endpoint for r in parent.routes):
+                continue  # already there (registered on both, or copied before)
+            copy = _copy_like_siblings(route, router, parent)
+            if copy is None:
+                continue
+            patch.setattr(parent, "routes", [*parent.routes, copy])
+            patch.note(f"added {_describe(copy)} (a route of a router included before)")
+            done = True
+    return done
+
+
+def _copy_like_siblings(route: Any, router: Any, parent: Any) -> Any | None:
+    """A copy of `route` for `parent`, made as `parent` made its copies of the other
+    routes of `router`; None when `parent` holds no copy of them."""
+    for sibling in router.routes:
+        endpoint = getattr(sibling, "endpoint", None)
+        if endpoint is None or endpoint is route.endpoint or type(sibling) is not type(route):
+            continue
+        for copied in parent.routes:
+            if (
+                getattr(copied, "endpoint", None) is not endpoint
+                or type(copied) is not type(sibling)
+                or not copied.path.endswith(sibling.path)
+            ):
+                continue
+            prefix = copied.path[: len(copied.path) - len(sibling.path)]
+            kwargs = _settings(route, parent, None)
+            for name in ("tags", "dependencies", "callbacks"):
+                if name in kwargs:
+                    outer = list(getattr(copied, name, None) or [])
+                    own = list(getattr(sibling, name, None) or [])
+                    kwargs[name] = outer[: len(outer) - len(own)] + list(kwargs[name] or [])
+            if "responses" in kwargs:
+                outer_responses = dict(getattr(copied, "responses", None) or {})
+                for key in getattr(sibling, "responses", None) or {}:
+                    outer_responses.pop(key, None)
+                kwargs["responses"] = {**outer_responses, **(kwargs["responses"] or {})}
+            return type(route)(prefix + route.path, route.endpoint, **kwargs)
+    return None
 
 
 def _reasons(route: Any, changed: dict[int, FunctionChange]) -> str:
