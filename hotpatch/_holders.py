@@ -68,12 +68,13 @@ def unseen_by_holders(
         own_ids.update((id(referrers), id(frontier)))
         own_ids.update(id(entry) for entry in held.values())
         nxt: list[object] = []
+        ids = {id(o): o for o in frontier}
         for ref in referrers:
             if id(ref) in own_ids or isinstance(ref, _PASSIVE) or id(ref) in module_dicts:
                 continue
             if isinstance(ref, type) or type(ref).__module__.startswith("hotpatch"):
                 continue  # a class member (the app's class), or this runtime's own records
-            for child, how in _children_held(ref, frontier):
+            for child, how in _children_held(ref, ids):
                 _, functions, inner = held[id(child)]
                 path = _join(how, inner)
                 if isinstance(ref, _CONTAINERS):
@@ -91,11 +92,10 @@ def unseen_by_holders(
     return list(found.values())
 
 
-def _children_held(ref: object, frontier: list[object]) -> list[tuple[object, str]]:
-    """Which objects of `frontier` `ref` holds, and under which key or attribute."""
-    ids = {id(o): o for o in frontier}
+def _children_held(ref: object, ids: dict[int, object]) -> list[tuple[object, str]]:
+    """Which of the objects `ids` (by id) `ref` holds, and under which key or attribute."""
     out: list[tuple[object, str]] = []
-    if type(ref) is dict:
+    if isinstance(ref, dict):
         for key, value in list(ref.items()):  # type: ignore[attr-defined]
             if id(value) in ids:
                 out.append((value, f"[{key!r}]"))
@@ -115,7 +115,7 @@ def _children_held(ref: object, frontier: list[object]) -> list[tuple[object, st
         if id(own) in ids:
             out.append((own, ""))  # its instance dict held the function (or a container)
         if not out:  # held otherwise (slots, a C type): say which object, not where
-            out = [(o, "") for o in frontier if _refers(ref, o)]
+            out = [(o, "") for o in ids.values() if _refers(ref, o)]
     return out
 
 
