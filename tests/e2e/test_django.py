@@ -122,7 +122,7 @@ def test_django_edits_go_live_under_runserver(project: Path, dev_apps) -> None:
     command = ("manage.py", "runserver", "--noreload", f"127.0.0.1:{port}")
     app = dev_apps(root, *command, env={"PYTHONUNBUFFERED": "1"})
     http = Http(port, app)
-    app.wait_out(r"Starting development server at")
+    app.wait_out(r"Starting .*development server at")
     first = http.json("/state/")
     views, urls, shop_urls = root / "shop/views.py", root / "mysite/urls.py", root / "shop/urls.py"
 
@@ -195,6 +195,6 @@ def test_django_edits_go_live_under_runserver(project: Path, dev_apps) -> None:
     line = app.wait_err(r"restarting: (.+)")
     assert "shop.models:Item" in line.group(1)
     assert "fields or Meta of a Django model changed (price)" in line.group(1)
-    app.wait_out(r"Starting development server at")
+    app.wait_out(r"Starting .*development server at")
     after = http.json("/state/")
     assert after["pid"] != first["pid"] and "price" in after["fields"]
