@@ -7,14 +7,16 @@ served a request (or a blueprint was registered), Flask refuses `route()` with i
 second function ("View function mapping is overwriting an existing endpoint function").
 Both are what a patch does when it re-runs a route definition.
 
-What we do. Before the statements run: lift the setup guards of the apps and blueprints
-found (globals of the app's modules, and the blueprints registered on those apps), and
-unmap the endpoints whose views are about to be re-defined. After: put the guards back;
-run the blueprints' new deferred routes against every app they are registered on (with
-the registration's URL prefix, subdomain and name worked out from its existing rules);
-drop endpoints whose view was removed or re-defined elsewhere; and give each app a new
-URL map with the rules it should have now (one store: a request binds the old map or the
-new). A body edit needs none of this: the view table holds the same function objects.
+What we do. Before the statements run: let the apps and blueprints found (globals of the
+app's modules, and the blueprints registered on those apps) register routes again, and
+let the endpoints about to be defined again be mapped to their new functions. After: run
+the blueprints' new deferred routes against every app they are registered on (with the
+registration's URL prefix, subdomain and name worked out from its existing rules); give
+each app a new URL map with the rules it should have now, without the old rules of
+endpoints defined again and those of views removed (one store: a request binds the old
+map or the new); then put the setup checks back. Requests keep being served meanwhile,
+by the old views until the new ones are mapped. A body edit needs none of this: the view
+table holds the same function objects.
 
 What doesn't work: an app made by a factory and held by no module global is not found;
 a blueprint that had no route on an app before cannot tell the options it was registered
@@ -43,8 +45,22 @@ class _Pending:
     blueprints: list[Any]
     rules: dict[int, set[int]] = field(default_factory=dict)  # app id -> rule ids before
     deferred: dict[int, int] = field(default_factory=dict)  # blueprint id -> count before
-    unmapped: dict[int, dict[str, object]] = field(default_factory=dict)  # app id -> views
-    lifted: list[tuple[Any, str]] = field(default_factory=list)  # setup guards lifted
+    views: dict[int, dict[str, object]] = field(default_factory=dict)  # app id -> views before
+    redefining: dict[int, set[str]] = field(default_factory=dict)  # app id -> endpoints
+
+
+class _Redefining(dict):  # type: ignore[type-arg]
+    """An app's view table while definitions re-run: Flask asks it (`get`) whether an
+    endpoint is mapped to another function before mapping it, and refuses if so. For the
+    endpoints being defined again it answers no; requests, which index it, still find
+    the old view until the new one is mapped."""
+
+    def __init__(self, views: dict[str, object], endpoints: set[str]) -> None:
+        super().__init__(views)
+        self.endpoints = endpoints
+
+    def get(self, key: object, default: object = None) -> object:
+        return default if key in self.endpoints else super().get(key, default)
 
 
 class FlaskAdapter(Adapter):
@@ -63,27 +79,28 @@ class FlaskAdapter(Adapter):
         if not apps and not blueprints:
             return
         pending = _Pending(apps, blueprints)
-        redefined = {
-            id(value)
-            for s in patch.statements
-            for name in s.names
-            if callable(value := s.live(name))
-        }
+        names = {name for s in patch.statements for name in s.names}
+        redefined = {id(v) for s in patch.statements for n in s.names if callable(v := s.live(n))}
         for app in apps:
             pending.rules[id(app)] = {id(r) for r in app.url_map.iter_rules()}
-            if getattr(app, "_got_first_request", False):
-                patch.setattr(app, "_got_first_request", False)
-                pending.lifted.append((app, "_got_first_request"))
-            unmapped = pending.unmapped.setdefault(id(app), {})
-            for endpoint, view in list(app.view_functions.items()):
-                if id(_unwrap(view)) in redefined or id(view) in redefined:
-                    unmapped[endpoint] = view
-                    patch.delitem(app.view_functions, endpoint)  # its re-run maps it again
+            views = dict(app.view_functions)
+            pending.views[id(app)] = views
+            # Endpoints a re-run may map again: those of the functions defined again, and
+            # any named like a definition (a function added under a removed view's name).
+            endpoints = {
+                endpoint
+                for endpoint, view in views.items()
+                if id(view) in redefined
+                or id(_unwrap(view)) in redefined
+                or endpoint.rpartition(".")[2] in names
+            }
+            pending.redefining[id(app)] = endpoints
+            if endpoints:
+                patch.setattr(app, "view_functions", _Redefining(views, endpoints))
+            _allow_setup(patch, app)
         for bp in blueprints:
             pending.deferred[id(bp)] = len(bp.deferred_functions)
-            if getattr(bp, "_got_registered_once", False):
-                patch.setattr(bp, "_got_registered_once", False)
-                pending.lifted.append((bp, "_got_registered_once"))
+            _allow_setup(patch, bp)
         self._pending = pending
 
     def after(self, patch: Patch) -> None:
@@ -94,9 +111,22 @@ class FlaskAdapter(Adapter):
             _register_new_routes(patch, bp, pending)
         obsolete = {id(o) for o in patch.obsolete() if callable(o)}
         for app in pending.apps:
+            if type(app.view_functions) is _Redefining:
+                patch.setattr(app, "view_functions", dict(app.view_functions))
             _settle_app(patch, app, pending, obsolete)
-        for obj, guard in pending.lifted:  # last: registering the routes needed them down
-            patch.setattr(obj, guard, True)
+        for obj in [*pending.apps, *pending.blueprints]:  # last: registering needed them
+            patch.delattr(obj, "_check_setup_finished")
+
+
+def _allow_setup(patch: Patch, obj: Any) -> None:
+    """Let `obj` (an app or a blueprint) register routes during this patch: its check that
+    setup is over is shadowed by one that passes. Not its flag (`_got_first_request`),
+    which a request served meanwhile, in another thread, would set again."""
+    patch.setattr(obj, "_check_setup_finished", _setup_allowed)
+
+
+def _setup_allowed(f_name: str) -> None:
+    return None
 
 
 def _found() -> tuple[list[Any], list[Any]]:
@@ -196,30 +226,33 @@ def _has(app: Any, name: str, endpoint: str) -> bool:
 
 
 def _settle_app(patch: Patch, app: Any, pending: _Pending, obsolete: set[int]) -> None:
-    """Drop endpoints whose view is gone, and give `app` a URL map holding exactly the
-    rules of its endpoints now (the old rules of re-defined endpoints go)."""
-    unmapped = pending.unmapped.get(id(app), {})
-    dropped = []
-    for endpoint, view in list(app.view_functions.items()):
-        if id(view) in obsolete or id(_unwrap(view)) in obsolete:
-            successor = patch.successor(view) or patch.successor(_unwrap(view))
-            if successor is None or endpoint in unmapped:
-                patch.delitem(app.view_functions, endpoint)
-                dropped.append(endpoint)
-    stale = {e for e in unmapped if e not in app.view_functions} | set(dropped)
-    remapped = {e for e in unmapped if e in app.view_functions}
-    before = pending.rules.get(id(app), set())
+    """Give `app` a URL map with the rules of its endpoints now: the old rules of
+    endpoints mapped again go (the re-run added their new ones), and so do the rules of
+    endpoints whose view was removed. Their views stay in the view table (harmless with
+    no rule to reach them): a request routed before the new map may still be dispatched."""
+    before = pending.views.get(id(app), {})
+    now = app.view_functions
+    remapped = {e for e in pending.redefining.get(id(app), ()) if now.get(e) is not before.get(e)}
+    gone = {
+        endpoint
+        for endpoint, view in now.items()
+        if endpoint not in remapped
+        and (id(view) in obsolete or id(_unwrap(view)) in obsolete)
+        and (patch.successor(view) or patch.successor(_unwrap(view))) is None
+    }
+    gone |= {
+        e
+        for e in pending.redefining.get(id(app), ())
+        if e not in remapped and id(now.get(e)) in obsolete
+    }
+    rules_before = pending.rules.get(id(app), set())
     rules = list(app.url_map.iter_rules())
-    keep = [
-        r
-        for r in rules
-        if id(r) not in before or (r.endpoint not in stale and r.endpoint not in remapped)
-    ]
+    keep = [r for r in rules if id(r) not in rules_before or r.endpoint not in remapped | gone]
     if len(keep) == len(rules):
         return
     patch.setattr(app, "url_map", _new_map(app.url_map, keep))
-    for endpoint in sorted(stale):
-        patch.note(f"removed endpoint {endpoint!r}")
+    for endpoint in sorted(gone):
+        patch.note(f"removed the routes of endpoint {endpoint!r}")
     for endpoint in sorted(remapped):
         rules_now = ", ".join(r.rule for r in app.url_map.iter_rules(endpoint))
         patch.note(f"endpoint {endpoint!r} now at {rules_now}")

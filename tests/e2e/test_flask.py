@@ -212,6 +212,8 @@ def test_flask_edits_go_live_after_the_first_request(served) -> None:
     assert len(app.patches()) >= 6, app.transcript()
     assert all(f": {processes}/{processes} processes" in line for line in app.patches())
     now = server.states()
-    assert set(now) == set(first) == server.pids, "a worker was started again"
+    assert set(now) == set(first) == server.pids, app.transcript()
     assert all(now[pid] == first[pid] + 1 for pid in now)  # each kept its own state
     assert "restarting" not in app.err.text() and "failed" not in app.err.text(), app.transcript()
+    # No request failed on the way (a view unmapped while a request was routed to it).
+    assert "KeyError" not in app.err.text(), app.transcript()
