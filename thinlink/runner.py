@@ -44,6 +44,7 @@ def run_program(
     """Run SCRIPT or `-m` MODULE with `args`; returns or raises SystemExit like python."""
     from hotpatch import boot
 
+
     image = image_path(builder.cache_dir, result.manifest)
     if not image.exists():
         image = ensure_image(builder.cache, result.manifest)
