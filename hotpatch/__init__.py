@@ -7,9 +7,11 @@ Public modules, shared with the build side (which never imports a private one): 
 (the patch wire format), `image` (the build image format), `protocol` (the dev session's
 wire protocol), `relocation` (moving code objects to other lines), `provenance` (which
 source each live module runs), `boot` (running a program from an image), `fileio`
-(atomic writes) and `gcpause`. Private: `_jumptable` (call, hot, safe points, callbacks),
-`_apply` with `_locate`, `_conform` and `_transaction` (applying a bundle all or
-nothing), `_loader` (the import hook), `_client`, `_child` and `_site/` (joining a dev
+(atomic writes), `gcpause`, and `adapters` (the API for keeping frameworks' derived
+state in step with patches, and the built-in adapters). Private: `_jumptable` (call,
+hot, safe points, callbacks), `_apply` with `_locate`, `_conform`, `_rebind` and
+`_transaction` (applying a bundle all or nothing), `_holders` (naming what no adapter
+covers), `_loader` (the import hook), `_client`, `_child` and `_site/` (joining a dev
 session).
 
 The start-up path: `_jumptable`, `image`, `_loader`, `provenance` and `boot` run before

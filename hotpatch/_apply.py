@@ -18,17 +18,21 @@ import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from time import perf_counter, sleep
-from types import CodeType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from . import _jumptable, gcpause, provenance
-from ._conform import Changes, Merge, NeedsRestart, conform, values_equal
-from ._errors import PatchError
+from ._conform import Changes, Merge, conform, values_equal
+from ._errors import NeedsRestart, PatchError
+from ._holders import unseen_by_holders
 from ._jumptable import current_build, set_build
 from ._locate import closures_of, imports_name, index_module, module_files
+from ._rebind import rebind_method
 from ._report import PatchReport
 from ._transaction import Transaction
-from .bundle import Bundle, ModulePatch, Statement, load
+from .adapters._changes import Binding, FunctionChange, Interface
+from .adapters._run import Adapting
+from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
 from .relocation import relocate
 
 __all__ = ["LOCK", "apply", "current_build", "rollback", "set_build"]
@@ -87,8 +91,12 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
             )
         tx = Transaction()
         changes = Changes(warnings=list(bundle.warnings))
+        targets = _dependency_order([(patch, _live_modules(patch)) for patch in bundle.modules])
+        _check_bases(targets)  # before any change: a refused bundle changes nothing
         try:
-            _apply_modules(bundle, tx, changes, timings)
+            adapting = _adapt_start(bundle, targets, tx, timings)
+            _apply_modules(targets, tx, changes, timings)
+            _adapt_finish(adapting, changes, tx, timings)
         except NeedsRestart as exc:
             tx.rollback()
             _jumptable.update_mode()
@@ -143,12 +151,41 @@ def _finish(caches: list[object], report: PatchReport) -> None:
     _jumptable.notify(report)
 
 
-def _apply_modules(
-    bundle: Bundle, tx: Transaction, changes: Changes, timings: dict[str, float]
+def _adapt_start(
+    bundle: Bundle,
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+    tx: Transaction,
+    timings: dict[str, float],
+) -> Adapting:
+    """The adapters of the frameworks this process imported, told what is about to change."""
+    start = perf_counter()
+    adapting = Adapting(bundle, targets, tx)
+    adapting.before()
+    timings["adapters"] = _ms(start)
+    return adapting
+
+
+def _adapt_finish(
+    adapting: Adapting, changes: Changes, tx: Transaction, timings: dict[str, float]
 ) -> None:
-    live = [(patch, _live_modules(patch)) for patch in bundle.modules]
-    _check_bases(live)  # before any change: a refused bundle changes nothing
-    for patch, modules in live:
+    """The adapters bring what their framework derived in step with the patch; then the
+    library objects no adapter covers that may not see a signature change are named."""
+    start = perf_counter()
+    adapting.after(changes.functions, changes.bindings)
+    changes.adapted += adapting.patch.notes
+    changes.warnings += adapting.patch.warnings
+    if any(f.signature_changed for f in changes.functions):
+        changes.unseen += unseen_by_holders(changes.functions, adapting.holders, tx.records())
+    timings["adapters"] = timings.get("adapters", 0.0) + _ms(start)
+
+
+def _apply_modules(
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+    tx: Transaction,
+    changes: Changes,
+    timings: dict[str, float],
+) -> None:
+    for patch, modules in targets:
         if not modules:
             if _has_changes(patch):
                 changes.skipped.append(patch.name)  # imported later, it loads the new code
@@ -219,8 +256,7 @@ def _patch_module(
         _rerun(module, statement, merge)
     for name in patch.removed:
         if name in module.__dict__:
-            merge.tx.delitem(module.__dict__, name)  # old references keep working
-            merge.changes.removed.append(f"{patch.name}:{name}")
+            _remove(module, name, merge)  # old references keep working
     timings["statements"] = timings.get("statements", 0.0) + _ms(start)
 
 
@@ -286,10 +322,26 @@ def _swap_functions(
         swapped = []
         # Evaluated before any swap, so code and defaults go in together (see conform).
         attrs = _evaluate_attrs(module, fp) if fp.attrs is not None and targets else None
+        label = f"{patch.name}:{fp.qualname}"
         for fn in targets:
+            before = Interface.of(fn)
             reason = conform(fn, fp.code, merge.tx, attrs)
             if reason is None:
                 swapped.append(fn)
+                changes.functions.append(FunctionChange(label, fn, before, Interface.of(fn)))
+            elif (rebound := rebind_method(module, fn, fp.code, attrs, merge.tx)) is not None:
+                new, owner = rebound
+                swapped.append(new)
+                changes.functions.append(
+                    FunctionChange(label, new, before, Interface.of(new), replaced=fn)
+                )
+                _jumptable.redirect(fn, new, f"{patch.name}:{fp.qualname}", merge.tx)
+                changes.warnings.append(
+                    f"{patch.name}:{fp.qualname}: its free variables changed ({reason}): a new "
+                    f"function is bound on the live class {owner.__qualname__}, which every "
+                    "instance uses; references to the old function held elsewhere (methods "
+                    "bound before this patch, aliases, registries) keep the old code"
+                )
             else:
                 changes.warnings.append(
                     f"{patch.name}:{fp.qualname}: a live function keeps its old code: {reason}"
@@ -304,12 +356,10 @@ def _swap_functions(
     timings["functions"] = timings.get("functions", 0.0) + _ms(start)
 
 
-_FUNCTION_ATTRS = frozenset({"__defaults__", "__kwdefaults__", "__doc__", "__annotations__"})
-
-
 def _evaluate_attrs(module: ModuleType, fp: Any) -> dict[str, Any]:
-    """The new defaults (and doc) of a patched function, evaluated where Python would:
-    in the module, with a method's class namespace as locals (`def m(self, x=LIMIT)`)."""
+    """The new defaults, annotations and doc of a patched function (those whose source
+    changed), evaluated where Python would: in the module, with a method's class namespace
+    as locals (`def m(self, x=LIMIT)`, `def m(self) -> Item`)."""
     scope: dict[str, Any] = {}
     owner: Any = module
     for part in fp.qualname.split(".")[:-1]:
@@ -321,10 +371,11 @@ def _evaluate_attrs(module: ModuleType, fp: Any) -> dict[str, Any]:
         values = eval(fp.attrs, module.__dict__, scope)
     except Exception as exc:
         raise PatchError(
-            f"evaluating the new defaults of {fp.qualname} raised {type(exc).__name__}: {exc}",
+            f"evaluating the new defaults or annotations of {fp.qualname} raised "
+            f"{type(exc).__name__}: {exc}",
             module.__name__,
         ) from exc
-    if not isinstance(values, dict) or not set(values) <= _FUNCTION_ATTRS:
+    if not isinstance(values, dict) or not set(values) <= set(FUNCTION_ATTRS):
         raise PatchError(f"bad attribute patch for {fp.qualname}", module.__name__)
     return values
 
@@ -375,6 +426,9 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
         if statement.mode == "class" and isinstance(namespace.get(name), type):
             decorated = statement.source.lstrip().startswith("@")
             merge.klass(namespace[name], new, name, statement.members, statement.removed, decorated)
+            merge.changes.bindings.append(
+                Binding(f"{merge.label}:{name}", "merged", namespace[name], new)
+            )
         else:
             _bind(module, name, new, merge, force=statement.mode == "rebind")
     if isinstance(annotations, dict) and annotations:
@@ -384,20 +438,33 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
                 merge.tx.setitem(live, name, value)
     for name in scratch.deleted:
         if name in namespace:
-            merge.tx.delitem(namespace, name)
-            merge.changes.removed.append(f"{merge.label}:{name}")
+            _remove(module, name, merge)
+
+
+def _remove(module: ModuleType, name: str, merge: Merge) -> None:
+    label = f"{merge.label}:{name}"
+    merge.changes.bindings.append(Binding(label, "removed", old=module.__dict__[name]))
+    merge.tx.delitem(module.__dict__, name)
+    merge.changes.removed.append(label)
 
 
 def _bind(module: ModuleType, name: str, new: object, merge: Merge, force: bool = False) -> None:
     namespace = module.__dict__
     old = namespace.get(name, _MISSING)
+    label = f"{merge.label}:{name}"
     if old is _MISSING:
         merge.tx.setitem(namespace, name, new)
-        merge.changes.added.append(f"{merge.label}:{name}")
+        merge.changes.added.append(label)
+        merge.changes.bindings.append(Binding(label, "added", new=new))
         return
-    if not force and (merge.value(old, new, name) or values_equal(old, new)):
-        return  # conformed in place, or the same value: the live object stays
+    if not force and merge.value(old, new, name):
+        if old is not new:  # conformed in place: the live object stays, `new` is thrown away
+            merge.changes.bindings.append(Binding(label, "merged", old, new))
+        return
+    if not force and values_equal(old, new):
+        return  # the same value
     merge.tx.setitem(namespace, name, new)
+    merge.changes.bindings.append(Binding(label, "replaced", old, new))
     if callable(old):
         if merge.defined_here(old, name):
             merge.changes.warnings.append(
@@ -426,6 +493,47 @@ def _rebind_imports(module: ModuleType, name: str, old: object, new: object, mer
                 continue
             merge.tx.setitem(namespace, name, new)
             merge.changes.rebound.append(f"{other.__name__}.{name}")
+
+
+def _dependency_order(
+    targets: list[tuple[ModulePatch, list[ModuleType]]],
+) -> list[tuple[ModulePatch, list[ModuleType]]]:
+    """The module patches with each after those of the modules it uses (a URLconf after the
+    views it names: its re-run reads what the views' patch adds). A module uses another
+    when its globals hold that module or something defined there. Cycles keep their order."""
+    if len(targets) < 2:
+        return targets
+    names = {m.__name__: i for i, (_, modules) in enumerate(targets) for m in modules}
+    uses: list[set[int]] = []
+    for i, (_, modules) in enumerate(targets):
+        found: set[int] = set()
+        for module in modules:
+            for value in list(vars(module).values()):
+                if isinstance(value, ModuleType):
+                    other = value.__name__
+                elif isinstance(value, type | FunctionType):
+                    other = getattr(value, "__module__", None)
+                else:
+                    continue
+                j = names.get(other) if isinstance(other, str) else None
+                if j is not None and j != i:
+                    found.add(j)
+        uses.append(found)
+    ordered: list[int] = []
+    state = [0] * len(targets)  # 0 new, 1 visiting, 2 done
+
+    def visit(i: int) -> None:
+        if state[i]:
+            return  # done, or a cycle: its order stays
+        state[i] = 1
+        for j in sorted(uses[i]):
+            visit(j)
+        state[i] = 2
+        ordered.append(i)
+
+    for i in range(len(targets)):
+        visit(i)
+    return [targets[i] for i in ordered]
 
 
 def _live_modules(patch: ModulePatch) -> list[ModuleType]:
@@ -465,6 +573,8 @@ def _report(build_id: str, changes: Changes, timings: dict[str, float]) -> Patch
         timings=timings,
         skipped=tuple(changes.skipped),
         rebound=tuple(changes.rebound),
+        adapted=tuple(changes.adapted),
+        unseen=tuple(changes.unseen),
     )
 
 

@@ -47,6 +47,9 @@ def start() -> bool:
     # importing `typing` while the app's main thread is half-way through importing it
     # shows the app a partially initialised module.
     from . import _apply  # noqa: F401
+    from .adapters import _registry
+
+    _registry.discover()  # third-party adapters' entry points: read here, not mid-patch
 
     with _lock:
         if running():
@@ -156,6 +159,8 @@ def _report(pending: _jumptable.PendingPatch, received: float) -> dict:
             needs_restart=report.needs_restart,
             timings=dict(report.timings),
             skipped=list(report.skipped),
+            adapted=list(report.adapted),
+            unseen=list(report.unseen),
         )
     out["apply_ms"] = round(waited, 3)
     return out

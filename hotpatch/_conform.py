@@ -6,7 +6,8 @@ bound methods all hold that same object. A live class keeps its identity (`isins
 pickling, existing instances) and gets its members conformed, added or deleted one by one.
 
 What doesn't work: a function's free variables are fixed when it is made, so code with other
-free variables cannot go into it (the caller warns and the object keeps its old code). A
+free variables cannot go into it (a class member is then rebound on its live class by
+`_rebind`; anything else keeps its old code, and the caller warns). A
 wrapper whose decorator or decorator arguments changed cannot be conformed: the definition
 is re-bound to the new object and references held elsewhere keep the old one. A class whose
 bases, metaclass, `__slots__`, dataclass fields, Enum members or namedtuple fields changed
@@ -21,8 +22,11 @@ from dataclasses import dataclass, field
 from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any
 
+from ._errors import NeedsRestart
 from ._locate import containers_holding, unwrap_chain
 from ._transaction import Transaction
+from .adapters._changes import Binding, FunctionChange, Interface
+from .bundle import FUNCTION_ATTRS
 
 __all__ = [
     "Changes",
@@ -33,7 +37,7 @@ __all__ = [
     "values_equal",
 ]
 
-_FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
+_CODE_AND_ATTRS = ("__code__", *FUNCTION_ATTRS)  # what `_store` sets
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
 # Never copied from a re-run class onto the live one: identity and layout of the live class.
 _SKIP = frozenset(
@@ -52,10 +56,6 @@ _SLOT_DESCRIPTORS = (MemberDescriptorType, GetSetDescriptorType)
 _MISSING: Any = object()
 
 
-class NeedsRestart(Exception):  # noqa: N818  (control flow inside the runtime, not an error)
-    """A change that cannot be applied in place; unwinds to the transaction."""
-
-
 @dataclass
 class Changes:
     """What a patch did so far; the lists become the report's fields."""
@@ -68,14 +68,18 @@ class Changes:
     skipped: list[str] = field(default_factory=list)
     rebound: list[str] = field(default_factory=list)
     caches: list[object] = field(default_factory=list)  # cleared after commit
+    functions: list[FunctionChange] = field(default_factory=list)  # for adapters
+    bindings: list[Binding] = field(default_factory=list)  # for adapters
+    adapted: list[str] = field(default_factory=list)  # what adapters did
+    unseen: list[str] = field(default_factory=list)  # holders that may not see a change
 
 
 def conform(
     fn: FunctionType, code: CodeType, tx: Transaction, attrs: dict[str, Any] | None = None
 ) -> str | None:
     """Give `fn` the code `code` in place (one store: callers see old or new, never a mix),
-    and with it the function attributes in `attrs` (`__defaults__`, `__kwdefaults__`,
-    `__doc__`: the new values of those whose source changed).
+    and with it the function attributes in `attrs` (the new values of those of
+    `FUNCTION_ATTRS` whose source changed).
 
     Returns None when done, or the reason it was refused (different free variables).
     """
@@ -84,38 +88,56 @@ def conform(
     if not attrs:
         tx.setattr(fn, "__code__", code)
         return None
-    defaults = attrs.get("__defaults__", fn.__defaults__)
-    kwdefaults = attrs.get("__kwdefaults__", fn.__kwdefaults__)
-    doc = attrs.get("__doc__", fn.__doc__)
-    tx.remember_attrs(fn, ("__code__", "__defaults__", "__kwdefaults__", "__doc__"))
-    # New code with old defaults is a half state another thread could call (a new
-    # parameter without its default: TypeError). Straight-line stores with no call in
-    # between, as in conform_function: no other thread runs until all four are done.
-    fn.__code__ = code
-    fn.__defaults__ = defaults
-    fn.__kwdefaults__ = kwdefaults
-    fn.__doc__ = doc
+    tx.remember_attrs(fn, _CODE_AND_ATTRS)
+    _store(
+        fn,
+        code,
+        attrs.get("__defaults__", fn.__defaults__),
+        attrs.get("__kwdefaults__", fn.__kwdefaults__),
+        attrs.get("__annotations__", fn.__annotations__),
+        attrs.get("__doc__", fn.__doc__),
+    )
     return None
 
 
 def conform_function(live: FunctionType, new: FunctionType, tx: Transaction) -> str | None:
-    """Copy code, defaults, kw-only defaults, annotations and doc from `new` onto `live`.
+    """Copy the code and the `FUNCTION_ATTRS` (defaults, kw-only defaults, annotations, doc)
+    of `new` onto `live`.
 
     Returns None when done, or the reason it was refused (different free variables).
     """
     if live.__code__.co_freevars != new.__code__.co_freevars:
         return _freevar_reason(live.__code__, new.__code__)
-    code, defaults, kwdefaults = new.__code__, new.__defaults__, new.__kwdefaults__
-    annotations, doc = new.__annotations__, new.__doc__
-    tx.remember_attrs(live, _FUNCTION_ATTRS)
-    # Straight-line stores with no call in between: CPython only switches threads at calls
-    # and backward jumps, so no other thread sees new code with old defaults.
-    live.__code__ = code
-    live.__defaults__ = defaults
-    live.__kwdefaults__ = kwdefaults
-    live.__annotations__ = annotations
-    live.__doc__ = doc
+    tx.remember_attrs(live, _CODE_AND_ATTRS)
+    _store(
+        live,
+        new.__code__,
+        new.__defaults__,
+        new.__kwdefaults__,
+        new.__annotations__,
+        new.__doc__,
+    )
     return None
+
+
+def _store(
+    fn: FunctionType,
+    code: CodeType,
+    defaults: tuple[Any, ...] | None,
+    kwdefaults: dict[str, Any] | None,
+    annotations: dict[str, Any],
+    doc: str | None,
+) -> None:
+    # New code with old defaults or annotations is a half state another thread could call
+    # (a new parameter without its default: TypeError) or read (a framework analysing the
+    # signature). Straight-line stores with no call or backward jump in between: CPython
+    # switches threads only there, so no other thread sees some of these without the rest.
+    # One store per name of `_CODE_AND_ATTRS`, in its order.
+    fn.__code__ = code
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    fn.__annotations__ = annotations
+    fn.__doc__ = doc
 
 
 def _freevar_reason(old: CodeType, new: CodeType) -> str:
@@ -196,8 +218,7 @@ class Merge:
             self._set_member(live, name, value, qualname)
         for name in [n for n in live_dict if n not in new.__dict__ and n not in _SKIP]:
             if self.defined_here(live_dict[name], f"{qualname}.{name}", prefix=True):
-                self.tx.delattr(live, name)
-                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+                self._remove_member(live, name, qualname)
 
     def _set_member(self, live: type, name: str, value: object, qualname: str) -> None:
         """Conform member `name` of the live class to `value`, or set it."""
@@ -206,8 +227,13 @@ class Merge:
         if old is _MISSING:
             self.tx.setattr(live, name, value)
             self.changes.added.append(f"{self.label}:{sub}")
-        elif not self.value(old, value, sub) and not values_equal(old, value):
+            self.changes.bindings.append(Binding(f"{self.label}:{sub}", "added", new=value))
+        elif self.value(old, value, sub):
+            if old is not value:
+                self.changes.bindings.append(Binding(f"{self.label}:{sub}", "merged", old, value))
+        elif not values_equal(old, value):
             self.tx.setattr(live, name, value)
+            self.changes.bindings.append(Binding(f"{self.label}:{sub}", "replaced", old, value))
             # Only the class holds a property object: replacing it loses no reference.
             if not issubclass(type(old), property) and self.defined_here(old, sub):
                 self._warn_rebound(sub)
@@ -221,8 +247,13 @@ class Merge:
                 self._set_member(live, name, value, qualname)
         for name in removed:
             if name in live.__dict__:
-                self.tx.delattr(live, name)
-                self.changes.removed.append(f"{self.label}:{qualname}.{name}")
+                self._remove_member(live, name, qualname)
+
+    def _remove_member(self, live: type, name: str, qualname: str) -> None:
+        sub = f"{self.label}:{qualname}.{name}"
+        self.changes.bindings.append(Binding(sub, "removed", old=live.__dict__[name]))
+        self.tx.delattr(live, name)
+        self.changes.removed.append(sub)
 
     def defined_here(self, obj: object, qualname: str, prefix: bool = False) -> bool:
         """True when `obj` is a definition from this module (a function or class with this
@@ -294,8 +325,11 @@ class Merge:
     def _conform_plan(self, plan: tuple, qualname: str) -> None:
         live, new, caches = plan
         if _function_changed(live, new):
+            before = Interface.of(live)
             conform_function(live, new, self.tx)  # freevars were checked by the plan
-            self.changes.patched.append(f"{self.label}:{qualname}")
+            name = f"{self.label}:{qualname}"
+            self.changes.patched.append(name)
+            self.changes.functions.append(FunctionChange(name, live, before, Interface.of(live)))
             self.changes.caches.extend(caches)
 
 
@@ -379,11 +413,8 @@ def values_equal(
 
 
 def _function_changed(live: FunctionType, new: FunctionType) -> bool:
-    return (
-        live.__code__ != new.__code__
-        or live.__doc__ != new.__doc__
-        or not values_equal(live.__defaults__, new.__defaults__)
-        or not values_equal(live.__kwdefaults__, new.__kwdefaults__)
+    return live.__code__ != new.__code__ or any(
+        not values_equal(getattr(live, name), getattr(new, name)) for name in FUNCTION_ATTRS
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "HotpatchError", "PatchError"]
+__all__ = ["BundleError", "HotpatchError", "NeedsRestart", "PatchError"]
 
 
 class HotpatchError(Exception):
@@ -45,3 +45,12 @@ class BundleError(PatchError):
 
     def __str__(self) -> str:
         return f"bad patch bundle: {self.reason}"
+
+
+class NeedsRestart(Exception):  # noqa: N818  (an outcome, not an error)
+    """A change that cannot be applied in place: the patch is undone and reported with
+    `needs_restart` set to this reason (`thinlink dev` then restarts the app).
+
+    Raised inside a patch's transaction, by the runtime or by an adapter (see
+    `hotpatch.adapters`); `hotpatch.apply()` catches it and returns the report.
+    """

@@ -15,7 +15,11 @@ class PatchReport:
     re-run statements are `module:line`. `needs_restart` set means nothing was applied.
     `timings` are in milliseconds. `skipped` lists modules the bundle names but this process
     has not imported; `rebound` lists `module.name` globals elsewhere (`from m import A`)
-    that held the old object and now hold the new one. A `rollback()` report has
+    that held the old object and now hold the new one. `adapted` says what the framework
+    adapters rebuilt (see `hotpatch.adapters`); `unseen` names, per function whose
+    parameters, defaults, annotations or kind changed, each object of a library that holds
+    it (and may have analysed it when it was registered), where the change may not be
+    seen. A `rollback()` report has
     `rolled_back` set: `patched` lists what went back to its old code, `added`/`removed`
     what came back and what went away.
     """
@@ -31,6 +35,8 @@ class PatchReport:
     skipped: tuple[str, ...] = ()
     rebound: tuple[str, ...] = ()
     rolled_back: bool = False
+    adapted: tuple[str, ...] = ()
+    unseen: tuple[str, ...] = ()
 
     @property
     def applied(self) -> bool:
@@ -57,5 +63,7 @@ class PatchReport:
         ):
             if items:
                 lines.append(f"  {label}: {', '.join(items)}")
+        lines.extend(f"  {line}" for line in self.adapted)
+        lines.extend(f"  may not be seen: {line}" for line in self.unseen)
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)

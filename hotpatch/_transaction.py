@@ -15,7 +15,7 @@ A transaction is used by one thread at a time (the applying thread, under the ap
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from types import FunctionType
 from typing import Any
 
@@ -25,18 +25,36 @@ logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 
-_ATTR, _ITEM = "attr", "item"
+_ATTR, _ITEM, _CALL = "attr", "item", "call"
+
+
+class _Record:
+    """One undo step. A class of this module, not a tuple: walks of the heap looking for
+    who holds a function tell the runtime's own records apart by their type."""
+
+    __slots__ = ("kind", "target", "name", "old")
+
+    def __init__(self, kind: str, target: Any, name: Any, old: Any) -> None:
+        self.kind = kind
+        self.target = target
+        self.name = name
+        self.old = old
 
 
 class Transaction:
     """An ordered undo log of attribute and item changes."""
 
     def __init__(self) -> None:
-        self._log: list[tuple[str, Any, Any, Any]] = []
+        self._log: list[_Record] = []
         self._snapshots: list[tuple[MutableMapping[Any, Any], dict[Any, Any]]] = []
 
     def __len__(self) -> int:
         return len(self._log)
+
+    def records(self) -> list[object]:
+        """The containers of this transaction's snapshots (they hold what they saved): for
+        walks of the heap that must tell this runtime's own references apart."""
+        return [self._snapshots, *self._snapshots, *(saved for _, saved in self._snapshots)]
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -44,7 +62,7 @@ class Transaction:
         """Record the current value of attributes the caller is about to assign itself (used
         where several assignments must follow each other with no call in between)."""
         for name in names:
-            self._log.append((_ATTR, obj, name, _current_attr(obj, name)))
+            self._log.append(_Record(_ATTR, obj, name, _current_attr(obj, name)))
 
     def setattr(self, obj: object, name: str, value: object) -> None:
         """Set `obj.name = value`, recording the old value (or its absence)."""
@@ -60,17 +78,25 @@ class Transaction:
 
     def setitem(self, mapping: MutableMapping[Any, Any], key: object, value: object) -> None:
         """Set `mapping[key] = value` (a single store: readers see old or new)."""
-        self._log.append((_ITEM, mapping, key, mapping.get(key, _MISSING)))
+        self._log.append(_Record(_ITEM, mapping, key, mapping.get(key, _MISSING)))
         mapping[key] = value
 
     def delitem(self, mapping: MutableMapping[Any, Any], key: object) -> None:
         """Delete `mapping[key]`, recording the old value."""
-        self._log.append((_ITEM, mapping, key, mapping[key]))
+        self._log.append(_Record(_ITEM, mapping, key, mapping[key]))
         del mapping[key]
 
     def snapshot(self, mapping: MutableMapping[Any, Any]) -> None:
         """Remember all of `mapping` so `rollback()` before `commit()` restores it whole."""
         self._snapshots.append((mapping, dict(mapping)))
+
+    # -- anything else ------------------------------------------------------------------------
+
+    def on_rollback(self, undo: Callable[[], object]) -> None:
+        """Call `undo()` when this transaction is rolled back, in its place in the log
+        (after what was recorded later is undone, before what was recorded earlier): for
+        state that is rebuilt rather than restored, such as a cache to clear again."""
+        self._log.append(_Record(_CALL, undo, None, None))
 
     # -- outcome ------------------------------------------------------------------------------
 
@@ -83,12 +109,15 @@ class Transaction:
 
         Never stops half way: an undo step that fails is logged and the rest still run.
         """
-        for kind, target, name, old in reversed(self._log):
+        for record in reversed(self._log):
+            kind, target, name, old = record.kind, record.target, record.name, record.old
             try:
                 if kind == _ATTR:
                     _restore_attr(target, name, old)
-                else:
+                elif kind == _ITEM:
                     _restore_item(target, name, old)
+                else:
+                    target()
             except Exception:  # keep undoing the rest; one failure must not strand them
                 logger.exception("hotpatch: could not undo %s %r on %r", kind, name, target)
         self._log.clear()

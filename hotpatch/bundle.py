@@ -34,6 +34,7 @@ from ._errors import BundleError
 
 __all__ = [
     "FORMAT_VERSION",
+    "FUNCTION_ATTRS",
     "MAGIC",
     "Bundle",
     "FunctionPatch",
@@ -51,6 +52,10 @@ _PYMAGIC = importlib.util.MAGIC_NUMBER
 _SIGNED = 0x01
 # magic, version, pymagic, flags, digest, payload length
 _HEADER = struct.Struct(">8sH4sB32sQ")
+# The function attributes that go with a function's code, evaluated where the definition
+# runs (the module, a class body): what a `FunctionPatch.attrs` dict may set, in the order
+# the runtime stores them. One list for both sides, so that none of them is left behind.
+FUNCTION_ATTRS = ("__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ class FunctionPatch:
     qualname: str
     old_lineno: int
     code: CodeType
-    # Evaluates (in the module's namespace, a method's in its class's) to a dict of
-    # function attributes to set: `__defaults__`, `__kwdefaults__`, `__doc__`.
+    # Evaluates (in the module's namespace, a method's in its class's) to a dict of the
+    # function attributes (`FUNCTION_ATTRS`) whose source changed, with their new values.
     attrs: CodeType | None = None
 
 

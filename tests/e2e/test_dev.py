@@ -396,6 +396,39 @@ def test_a_change_that_needs_a_restart_restarts_the_app(dev, project: Path) -> N
     assert len(starts(app)) == 2
 
 
+def test_a_signature_change_a_library_may_not_see_is_said_on_the_patch_line(
+    dev, project: Path
+) -> None:
+    pytest.importorskip("click")
+    write(
+        project,
+        {
+            "mod.py": """\
+            import click
+
+
+            def f(name="one"):
+                return name
+
+
+            command = click.Command("f", callback=f)  # click holds f, as registered
+            """
+        },
+    )
+    app = dev("app.py")
+    started(app)
+    edit(project / "mod.py", 'def f(name="one"):', 'def f(name="two", loud=False):')
+    line = app.wait_err(PATCH_LINE + r"; may not be seen by (.+)$")
+    assert line.group("what") == "f" and line.group(4) == "click.core.Command.callback"
+    detail = app.wait_err(r"^  mod:f: .+$").group(0)
+    assert "defaults and parameters changed; held by click.core.Command.callback" in detail
+    assert "the change may not be seen there" in detail
+    value_after(app, "two")  # the function itself runs the new code
+    edit(project / "mod.py", "return name", "return name + '!'")
+    plain = app.wait_err(PATCH_LINE + "$")  # a body edit: nothing to say
+    assert plain.group("what") == "f"
+
+
 def test_a_changed_module_level_call_restarts_with_its_reason(dev, project: Path) -> None:
     write(project, {"mod.py": 'CALLS = []\nCALLS.append("a")\n\n\ndef f():\n    return "one"\n'})
     app = dev("app.py")

@@ -153,6 +153,69 @@ def test_signature_changed(run):
     assert live.eval("m.f.__defaults__ is None and m.f.__code__.co_kwonlyargcount == 1")
 
 
+# -- annotations -------------------------------------------------------------------------------
+
+
+def test_annotations_changed_with_the_code(run):
+    source = "def f(x: int, *rest: int, key: int = 0) -> int:\n    return x\n"
+    live = run({"m.py": source}, "import typing\nimport m\nheld = m.f\n")
+    edited = "def f(x: str, *rest: bytes, key: float = 0) -> list[str]:\n    return [x]\n"
+    report = live.edit({"m.py": edited})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("held is m.f and held('a')") == ["a"]
+    assert live.eval("held.__annotations__ == typing.get_type_hints(held)")
+    assert live.eval("repr(held.__annotations__)") == repr(
+        {"x": str, "rest": bytes, "key": float, "return": list[str]}
+    )
+    # Annotations alone (the code is the same): still patched.
+    report = live.edit({"m.py": edited.replace("x: str", "x: bytes")})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("held.__annotations__['x'] is bytes and held(b'b') == [b'b']")
+
+
+def test_annotations_under_future_import_stay_strings(run):
+    source = "from __future__ import annotations\n\ndef f(x: int) -> int:\n    return x\n"
+    live = run({"m.py": source}, "import m\n")
+    report = live.edit({"m.py": source.replace("x: int", "x: list[int] | None")})
+    assert report["patched"] == ["m:f"]
+    assert live.eval("m.f.__annotations__") == {"x": "list[int] | None", "return": "int"}
+    assert live.eval("__import__('typing').get_type_hints(m.f)['x'] == (list[int] | None)")
+
+
+def test_method_annotations_evaluated_in_the_class_body(run):
+    source = dedent(
+        """\
+        class C:
+            Kind = int
+
+            def m(self, __x: Kind, y=1) -> None:
+                return __x
+
+            @classmethod
+            def build(cls, n: int) -> "C":
+                return cls()
+        """
+    )
+    live = run({"m.py": source}, "import m\nobj = m.C()\nbound = obj.m\n")
+    edited = source.replace("__x: Kind, y=1) -> None", "__x: list[Kind], y=2) -> Kind").replace(
+        "n: int", "n: float"
+    )
+    report = live.edit({"m.py": edited})
+    assert sorted(report["patched"]) == ["m:C.build", "m:C.m"]
+    assert live.eval("repr(m.C.m.__annotations__)") == repr({"_C__x": list[int], "return": int})
+    assert live.eval("repr(m.C.build.__annotations__)") == repr({"n": float, "return": "C"})
+    assert live.eval("bound.__defaults__") == (2,)
+
+
+def test_default_reading_a_function_added_in_the_same_save(run):
+    source = "def f(x=1):\n    return x\n"
+    live = run({"m.py": source}, "import m\nheld = m.f\n")
+    edited = "def helper():\n    return 5\n\n\ndef f(x=helper):\n    return x()\n"
+    report = live.edit({"m.py": edited})
+    assert report["added"] == ["m:helper"]
+    assert live.eval("(held(), held is m.f)") == (5, True)  # re-run after helper, merged
+
+
 # -- add / delete / rename a function --------------------------------------------------------
 
 
@@ -580,6 +643,124 @@ def test_metaclass_methods(run):
     report = live.edit({"m.py": source.replace("meta-v1", "meta-v2")})
     assert report["patched"] == ["m:Meta.describe"]
     assert live.eval("(describe(), m.Model.describe())") == ("meta-v2:Model", "meta-v2:Model")
+
+
+# -- a method's free variables change -------------------------------------------------------
+
+FAMILY = dedent(
+    """\
+    class Base:
+        def hello(self):
+            return "base"
+
+        @classmethod
+        def make(cls):
+            return "base-make"
+
+        @property
+        def name(self):
+            return "base-name"
+
+
+    class Child(Base):
+        def hello(self):
+            return "child"
+
+        @classmethod
+        def make(cls):
+            return "child-make"
+
+        @property
+        def name(self):
+            return "child-name"
+
+        @staticmethod
+        def util():
+            return "util"
+    """
+)
+
+
+def test_super_added_binds_a_new_function_on_the_live_class(run):
+    live = run(
+        {"m.py": FAMILY},
+        "import m\nChild = m.Child\nobj = m.Child()\nbound_before = obj.hello\n"
+        "held = m.Child.hello\n",
+    )
+    edited = (
+        FAMILY.replace('return "child"', 'return "child+" + super().hello()')
+        .replace('return "child-make"', 'return "child+" + super().make()')
+        .replace('return "child-name"', 'return "child+" + super().name')
+        .replace('return "util"', "return __class__.__name__")
+    )
+    report = live.edit({"m.py": edited})
+    assert sorted(report["patched"]) == [
+        "m:Child.hello",
+        "m:Child.make",
+        "m:Child.name",
+        "m:Child.util",
+    ]
+    assert report["needs_restart"] is None
+    warnings = [w for w in report["warnings"] if "free variables changed" in w]
+    assert len(warnings) == 4 and all("keep the old code" in w for w in warnings)
+    # Every instance, existing or new, and methods bound from now on run the new body.
+    assert live.eval(
+        "(obj.hello(), m.Child().hello(), obj.hello.__func__ is m.Child.__dict__['hello'],"
+        " m.Child.make(), obj.name, m.Child.util(), Child is m.Child, isinstance(obj, m.Base))"
+    ) == (
+        "child+base",
+        "child+base",
+        True,
+        "child+base-make",
+        "child+base-name",
+        "Child",
+        True,
+        True,
+    )
+    # What was held to the old function object keeps the old code, as the report says.
+    assert live.eval("(bound_before(), held(obj))") == ("child", "child")
+
+    # super() removed again, then a body edit that keeps the free variables: in place.
+    second = edited.replace('"child+" + super().hello()', '"plain"')
+    report = live.edit({"m.py": second})
+    assert report["patched"] == ["m:Child.hello"] and live.eval("obj.hello()") == "plain"
+    fn_id = live.eval("id(m.Child.__dict__['make'].__func__)")
+    report = live.edit(
+        {"m.py": second.replace('"child+" + super().make()', '"c+" + super().make()')}
+    )
+    assert report["patched"] == ["m:Child.make"]
+    assert not [w for w in report["warnings"] if "free variables" in w]
+    assert live.eval("(m.Child.make(), id(m.Child.__dict__['make'].__func__))") == (
+        "c+base-make",
+        fn_id,
+    )
+
+
+def test_method_closing_over_a_new_variable_of_its_factory(run):
+    source = dedent(
+        """\
+        def make(prefix):
+            class Greeter:
+                def greet(self):
+                    return "hi"
+
+                def tag(self):
+                    return prefix
+
+            return Greeter
+
+
+        Greeter = make("p-")
+        """
+    )
+    live = run({"m.py": source}, "import m\nobj = m.Greeter()\n")
+    report = live.edit({"m.py": source.replace('return "hi"', 'return prefix + "hi"')})
+    assert "m:make.<locals>.Greeter.greet" in report["patched"]
+    assert live.eval("(obj.greet(), m.Greeter().greet(), m.make('q-')().greet())") == (
+        "p-hi",
+        "p-hi",
+        "q-hi",
+    )
 
 
 # -- add / remove methods and class attributes -----------------------------------------------

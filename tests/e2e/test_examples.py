@@ -161,3 +161,86 @@ def test_web_example_every_gunicorn_worker_is_patched_in_place(dev, tmp_path: Pa
     assert {a["master"] for a in edited} == masters
     assert len(app.patches()) == 2
     assert app.err.text().count("Booting worker") == 3  # no worker was started again
+
+
+# -- examples/fastapi -------------------------------------------------------------------------
+
+
+def test_fastapi_example_edits_go_live_with_the_todos_kept(dev, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from .web import Http, free_port
+
+    root = copy_example("fastapi", tmp_path)
+    port = free_port()
+    app = dev(root, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port))
+    http = Http(port, app)
+    app.wait_err(r"Uvicorn running on")
+    first = http.json("/")
+    assert http.get("/todos/", "POST", {"title": "write"})[0] == 200
+    assert http.get("/todos/", "POST", {"title": "test"})[0] == 200
+    http.get("/todos/1/done", "POST")
+
+    # A handler gains a parameter: FastAPI serves it, and /docs shows it.
+    edit(root / "todos.py", "def list_todos():", "def list_todos(done: bool | None = None):")
+    edit(
+        root / "todos.py",
+        "    return TODOS\n",
+        "    return [t for t in TODOS if done is None or t['done'] == done]\n",
+    )
+    http.until("/todos/?done=false", [{"id": 2, "title": "test", "done": False}])
+    schema = http.json("/openapi.json")["paths"]["/todos/"]["get"]
+    assert [p["name"] for p in schema["parameters"]] == ["done"]
+
+    # The dependency's body, and a new route on the included router.
+    edit(root / "app.py", 'return "you"', 'return "the team"')
+    http.until("/", {"message": "2 things to do for the team", "pid": first["pid"]})
+    with open(root / "todos.py", "a") as f:
+        f.write('\n\n@router.get("/count")\ndef count():\n    return len(TODOS)\n')
+    http.until("/todos/count", 2)
+    assert "restarting" not in app.err.text()
+
+
+# -- examples/django --------------------------------------------------------------------------
+
+
+def test_django_example_edits_go_live_with_the_notes_kept(dev, tmp_path: Path) -> None:
+    pytest.importorskip("django")
+    from .web import Http, free_port
+
+    root = copy_example("django", tmp_path)
+    port = free_port()
+    command = ("manage.py", "runserver", "--noreload", f"127.0.0.1:{port}")
+    app = dev(root, *command, env={"PYTHONUNBUFFERED": "1"})
+    http = Http(port, app)
+    first = http.until("/", {"message": "0 notes", "pid": http_pid(http)})[1]
+    assert http.get("/notes/", "POST", {"text": "a note long enough to be cut short"})[0] == 200
+
+    # A model's method and a view's body.
+    edit(root / "notes/models.py", "self.text[:20]", "self.text[:6] + '...'")
+    http.until("/notes/", {"notes": ["a note..."]})
+    edit(root / "notes/views.py", 'f"{len(NOTES)} notes"', 'f"{len(NOTES)} note(s)"')
+    http.until("/", {"message": "1 note(s)", "pid": first["pid"]})
+
+    # A new view and its path in the included URLconf.
+    with open(root / "notes/views.py", "a") as f:
+        f.write('\n\ndef first(request):\n    return JsonResponse({"first": NOTES[0]})\n')
+    edit(
+        root / "notes/urls.py",
+        '    path("", views.NotesView.as_view()),',
+        '    path("", views.NotesView.as_view()),\n    path("first/", views.first),',
+    )
+    http.until("/notes/first/", {"first": "a note long enough to be cut short"})
+    assert "restarting" not in app.err.text()
+
+
+def http_pid(http) -> int:  # noqa: ANN001
+    """The pid the Django example's index page shows, once it answers."""
+    return wait_until(lambda: _pid(http), TIMEOUT, 0.05, "the server to answer")
+
+
+def _pid(http) -> int | None:  # noqa: ANN001
+    try:
+        return http.get("/")[1]["pid"]
+    except OSError:
+        return None

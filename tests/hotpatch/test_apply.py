@@ -467,6 +467,35 @@ def test_class_rerun_patches_the_live_class_in_place(tmp_path: Path) -> None:
     assert not report.warnings  # a new property object loses no reference: no warning
 
 
+def test_method_gaining_super_is_rebound_on_its_class_and_rolled_back(tmp_path: Path) -> None:
+    text = """\
+        class Base:
+            def who(self, x=1):
+                return "base"
+
+        class Child(Base):
+            def who(self, x=1):
+                return "child"
+    """
+    _jumptable.enable()  # as under `thinlink dev`: `call` is the jump-table function
+    src = Source(tmp_path, "hp_super", text)
+    m = src.module
+    old, obj = m.Child.__dict__["who"], m.Child()
+    fps = src.swap(text.replace('return "child"', 'return "child+" + super().who()'), "Child.who")
+    attrs = compile("{'__defaults__': (2,), '__annotations__': {'x': int}}", str(src.path), "eval")
+    fp = FunctionPatch(fps[0].qualname, fps[0].old_lineno, fps[0].code, attrs)
+    report = _apply.apply(bundle(src.patch((fp,))))
+    new = m.Child.__dict__["who"]
+    assert new is not old and obj.who() == "child+base" and old(obj) == "child"
+    assert new.__defaults__ == (2,) and new.__annotations__ == {"x": int}
+    assert new.__closure__[0].cell_contents is m.Child  # the live class, not a re-run's
+    assert report.patched == ("hp_super:Child.who",)
+    assert [w for w in report.warnings if "free variables changed" in w]
+    assert _jumptable.call(old, obj) == "child+base"  # the jump table follows too
+    _apply.rollback()
+    assert m.Child.__dict__["who"] is old and obj.who() == "child"
+
+
 def test_class_whose_bases_changed_needs_restart_and_nothing_applies(tmp_path: Path) -> None:
     text = "A = 1\n\nclass Base:\n    pass\n\nclass C:\n    pass\n"
     src = Source(tmp_path, "hp_bases", text)
@@ -809,6 +838,49 @@ def test_worker_thread_sees_old_or_new_never_an_error(tmp_path: Path) -> None:
     assert not errors
     assert seen <= set(range(51)) | set(range(1000, 1051))
     assert value() == 50 and shifted(1000) == 1050
+
+
+def test_code_defaults_and_annotations_land_together_for_other_threads(tmp_path: Path) -> None:
+    # The function reports its own code's version next to the defaults and annotations it
+    # reads, with no call in between. A call that began before a patch may read what the
+    # patch set (it finishes on its old code); new code with old attributes is a half state.
+    def source(i: int) -> str:
+        return (
+            f"def typed(x: 'v{i}' = 'v{i}') -> 'v{i}':\n"
+            f"    return ('v{i}', typed.__annotations__['x'], typed.__defaults__[0])\n"
+        )
+
+    src = Source(tmp_path, "hp_typed", source(0))
+    typed = src.module.typed
+    seen: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            seen.append(typed())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for i in range(1, 41):
+            (fp,) = src.swap(source(i), "typed")
+            values = {
+                "__defaults__": (f"v{i}",),
+                "__annotations__": {"x": f"v{i}", "return": f"v{i}"},
+            }
+            attrs = compile(repr(values), str(src.path), "eval")
+            fp = FunctionPatch(fp.qualname, fp.old_lineno, fp.code, attrs)
+            _apply.apply(bundle(src.patch((fp,))))
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    mixed = [t for t in seen if t[1] != t[2] or int(t[0][1:]) > int(t[1][1:])]
+    assert seen and not mixed, mixed[:5]
+    assert typed() == ("v40", "v40", "v40")
+    assert typed.__annotations__ == {"x": "v40", "return": "v40"}
 
 
 MOVED_TAIL = """

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -418,6 +419,7 @@ class DevSession:
             for p in made.plans
             for r in p.reruns
         ]
+        names += [f"{name} (removed)" for p in made.plans for name in p.removed]
         shown = ", ".join(dict.fromkeys(names)) or "no functions"
         if len(shown) > 70:
             shown = shown[:67] + "..."
@@ -430,10 +432,20 @@ class DevSession:
         # code when imported): said, so that "patched" never claims what did not happen.
         skipped = set.intersection(*(set(r.get("skipped", ())) for r in reports or [{}]))
         unused = f"; not imported by any process: {', '.join(sorted(skipped))}" if skipped else ""
+        # What adapters rebuilt, and where a signature change may not be seen (named on
+        # the line itself: never a bare "patched" over a holder that may be stale).
+        adapted = _merged(reports, "adapted")
+        unseen = _merged(reports, "unseen")
+        holders = dict.fromkeys(m.group(1) for u in unseen if (m := _HELD_BY.search(u)))
+        caveat = f"; may not be seen by {', '.join(holders)}" if holders else ""
         console.success(
             f"{_now()} patched {shown}: {len(reports)}/{connected} processes in {total:.1f} ms "
-            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f}){unused}"
+            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f}){unused}{caveat}"
         )
+        for line in adapted:
+            console.info(f"  {line}")
+        for line in unseen:
+            console.warning(f"  {line}")
         for report in reports:
             for warning in report.get("warnings", []):
                 if self.verbose:
@@ -530,6 +542,14 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError | ThinlinkError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+_HELD_BY = re.compile(r"; held by (\S+), ")
+
+
+def _merged(reports: list[dict], field: str) -> list[str]:
+    """The lines of one report field over all processes, each once, in order."""
+    return list(dict.fromkeys(line for r in reports for line in r.get(field, ())))
 
 
 def _interactive() -> bool:

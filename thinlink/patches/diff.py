@@ -79,6 +79,7 @@ class ModulePlan:
     removed: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    flags: int = 0  # the new version's `__future__` compiler flags
 
     @property
     def empty(self) -> bool:
@@ -102,7 +103,7 @@ def plan_module(
     """
     (old_record, old_statements), (new_record, new_statements) = old, new
     every_new = all_new or (lambda: new_statements)
-    plan = ModulePlan(name, path)
+    plan = ModulePlan(name, path, flags=new_record.flags)
     old_units = _units_by_statement(old_record, old_statements)
     new_units = _units_by_statement(new_record, new_statements)
     pairs, added, removed = _match(old_statements, new_statements)
@@ -238,7 +239,7 @@ def _patch_function(
             continue  # a new nested function: created by the new code of its parent
         attrs, line = "", 0
         if unit.qualname == after.name:
-            attrs, line = _attrs_source(before.text, after.text, after.lineno)
+            attrs, line = _attrs_source(before.text, after.text, after.lineno, plan.flags)
         plan.code.append(CodeChange(unit, previous.lineno, attrs, line))
 
 
@@ -289,7 +290,7 @@ def _patch_class(
             continue
         # A method's defaults are evaluated by the class body, not by its own code: a
         # default-only edit leaves the method's digest unchanged, so compare the source.
-        attrs, line = _method_attrs(before, after, unit.qualname, nth)
+        attrs, line = _method_attrs(before, after, unit.qualname, nth, plan.flags)
         if unit.digest == previous.digest and unit.lineno == previous.lineno and not attrs:
             continue
         top = unit.qualname.split(".")[1] if "." in unit.qualname else ""
@@ -300,7 +301,9 @@ def _patch_class(
         rerun_at[after.lineno] = Rerun(after, "class", tuple(changed + added), tuple(gone))
 
 
-def _method_attrs(before: Statement, after: Statement, qualname: str, nth: int) -> tuple[str, int]:
+def _method_attrs(
+    before: Statement, after: Statement, qualname: str, nth: int, flags: int
+) -> tuple[str, int]:
     """The attribute patch (`_attrs_source`) of the `nth` method `qualname` (a method of the
     class, or of a class nested in it; the `nth` because a property's getter and setter share
     one name), or ("", 0) for a function nested in a method (its parent's code makes it)."""
@@ -310,7 +313,8 @@ def _method_attrs(before: Statement, after: Statement, qualname: str, nth: int) 
     olds, news = _members_at(before.members, path), _members_at(after.members, path)
     if nth >= len(olds) or nth >= len(news) or olds[nth].text == news[nth].text:
         return "", 0
-    return _attrs_source(olds[nth].text, news[nth].text, news[nth].lineno)
+    owner = qualname.split(".")[-2]  # the class defining it: private names are mangled with it
+    return _attrs_source(olds[nth].text, news[nth].text, news[nth].lineno, flags, owner)
 
 
 def _members_at(members: tuple[Member, ...], path: list[str]) -> list[Member]:
@@ -399,8 +403,15 @@ def _slots(members: tuple[Member, ...]) -> list[str]:
     return [m.text for m in members if m.name == "__slots__"]
 
 
-def _attrs_source(old_text: str, new_text: str, lineno: int) -> tuple[str, int]:
-    """A dict expression of the function attributes whose source changed, or ""."""
+def _attrs_source(
+    old_text: str, new_text: str, lineno: int, flags: int, owner: str | None = None
+) -> tuple[str, int]:
+    """A dict expression of the function attributes whose source changed, or "".
+
+    `flags` are the module's compiler flags: under `from __future__ import annotations`
+    the annotations are strings, as the compiler would have made them. `owner` is the
+    class a method is defined in (its private parameter names are mangled with it).
+    """
     try:
         old = ast.parse(old_text).body[0]
         new = ast.parse(new_text).body[0]
@@ -419,11 +430,41 @@ def _attrs_source(old_text: str, new_text: str, lineno: int) -> tuple[str, int]:
             if d is not None
         )
         parts.append(f"'__kwdefaults__': {{{items}}} or None")
+    old_annotations, new_annotations = _annotations(old), _annotations(new)
+    if [(n, ast.dump(a)) for n, a in old_annotations] != [
+        (n, ast.dump(a)) for n, a in new_annotations
+    ]:
+        as_strings = bool(flags & _FUTURE_ANNOTATIONS)
+        items = ", ".join(
+            f"{_mangle(name, owner)!r}: " + (repr(ast.unparse(a)) if as_strings else ast.unparse(a))
+            for name, a in new_annotations
+        )
+        parts.append(f"'__annotations__': {{{items}}}")
     if ast.get_docstring(old, clean=False) != ast.get_docstring(new, clean=False):
         parts.append(f"'__doc__': {ast.get_docstring(new, clean=False)!r}")
     if not parts:
         return "", 0
     return "{" + ", ".join(parts) + "}", lineno
+
+
+_FUTURE_ANNOTATIONS = 0x1000000  # __future__.annotations.compiler_flag
+
+
+def _annotations(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[tuple[str, ast.expr]]:
+    """(name, annotation) in the order CPython fills `__annotations__`: the positional
+    parameters after the positional-only ones, then *args, keyword-only, **kwargs, return."""
+    args = node.args
+    every = [*args.args, *args.posonlyargs, args.vararg, *args.kwonlyargs, args.kwarg]
+    found = [(a.arg, a.annotation) for a in every if a is not None and a.annotation is not None]
+    return found + ([("return", node.returns)] if node.returns is not None else [])
+
+
+def _mangle(name: str, owner: str | None) -> str:
+    # As the compiler does for `__name` in a class body (not `__dunder__`).
+    if owner is None or not name.startswith("__") or name.endswith("__") or "." in name:
+        return name
+    stripped = owner.lstrip("_")
+    return f"_{stripped}{name}" if stripped else name
 
 
 def _dump(nodes: list) -> list[str]:
@@ -457,6 +498,13 @@ def _rerun_dependents(
         elif statement.kind == "function":
             mode = "rebind" if statement.decorators else "merge"
             rerun_at[statement.lineno] = Rerun(statement, mode)
+            # Re-running it brings its new code too; a swap as well would evaluate its
+            # new defaults before what they read is bound (a function added above it).
+            plan.code = [
+                c
+                for c in plan.code
+                if not statement.lineno <= c.unit.lineno <= statement.end_lineno
+            ]
             if statement.decorators:
                 changed.update(statement.defines)
                 plan.warnings.append(
