@@ -9,7 +9,8 @@ A function-level incremental compiler for Python. Layers, bottom up:
 - `image`, `runner`: running a program from a build; `cli`: the `thinlink` command
   (`commands`: its click application, which a plain `thinlink build` does not load).
 
-The public API is `Project` (below) and the exceptions in `thinlink.errors`.
+The public API is `Project` (below) and the exceptions in `thinlink.errors`; in IPython
+and Jupyter, `%load_ext thinlink` (`thinlink.notebook`).
 """
 
 import sys as _sys
@@ -28,4 +29,8 @@ def __getattr__(name: str) -> object:
         from .project import Project
 
         return Project
+    if name in ("load_ipython_extension", "unload_ipython_extension"):
+        from . import notebook  # `%load_ext thinlink` looks these up here
+
+        return getattr(notebook, name)
     raise AttributeError(f"module 'thinlink' has no attribute {name!r}")

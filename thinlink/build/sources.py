@@ -17,7 +17,15 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["SourceFile", "find_root", "root_of", "discover", "module_name", "IGNORED_DIRS"]
+__all__ = [
+    "SourceFile",
+    "find_root",
+    "root_of",
+    "discover",
+    "is_source",
+    "module_name",
+    "IGNORED_DIRS",
+]
 
 _ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 IGNORED_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages", "node_modules"})
@@ -171,6 +179,23 @@ class _Walk:
             base = self.src
         relative = os.path.relpath(path, base)
         return "" if relative == os.curdir else relative.replace(os.sep, ".")
+
+
+def is_source(root: str | os.PathLike[str], path: str) -> bool:
+    """Whether `path` (a real path) is a module file that `discover(root)` finds: a
+    `*.py` below `root`, in no directory the build skips."""
+    base = os.path.join(os.path.realpath(root), "")
+    if not path.startswith(base) or not path.endswith(".py"):
+        return False
+    *folders, name = path[len(base) :].split(os.sep)
+    if name.startswith("."):
+        return False
+    parent = base.rstrip(os.sep)
+    for folder in folders:
+        if not _wanted_dir(parent, folder):
+            return False
+        parent = os.path.join(parent, folder)
+    return True
 
 
 def _is_link(entry: os.DirEntry) -> bool:
