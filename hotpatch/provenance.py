@@ -67,8 +67,9 @@ class TrackingLoader(SourceFileLoader):
     """Compiles a module from the source bytes it reads, and records their digest.
 
     Never from a pyc: the digest must be of the very bytes the code came from (a pyc is
-    validated by mtime and size, which says nothing of which bytes those were). A finder
-    that has read and compiled the file already hands both over (`prepared`).
+    validated by mtime and size, which says nothing of which bytes those were). The finder
+    reads and compiles the file and hands both over (`prepared`): the import uses them, and
+    only the import records a digest.
     """
 
     def __init__(
@@ -81,8 +82,11 @@ class TrackingLoader(SourceFileLoader):
         path = self.get_filename(fullname)
         prepared, self._prepared = self._prepared, None
         if prepared is None:
+            # Not the import (which the finder prepared for): someone reading the module's
+            # code from its file again (`_locate.imports_name`, `inspect`). The module runs
+            # what it was imported from, whatever the file says now: nothing is recorded.
             data = self.get_data(path)
-            prepared = data, self.source_to_code(data, path)
+            return self.source_to_code(data, path)
         data, code = prepared
         record(path, source_digest(data))
         return code
