@@ -56,6 +56,7 @@ class NotebookSession:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._watcher_name = "no watcher"
+        self._late = False  # applying, before a cell, what the last one queued
 
     # starting and stopping ----------------------------------------------------------
 
@@ -122,7 +123,15 @@ class NotebookSession:
             self._in_cell.set()
 
     def post_run_cell(self, result: object = None) -> None:
+        """After a cell: take in the project modules it imported, while their files most
+        likely still hold what was imported (a version the build must have to patch them
+        from; one saved before the next cell would be unknown to it)."""
         self._in_cell.clear()
+        try:
+            if self.active and self.reloader is not None and self.reloader.imported_since():
+                self.catch_up()
+        except Exception as exc:  # boundary
+            _say(f"{PREFIX}internal error, nothing patched: {exc!r}", error=True)
 
     def catch_up(self) -> Update | None:
         """Apply, on this (the main) thread, every change saved since the last time."""
@@ -131,8 +140,12 @@ class NotebookSession:
             if reloader is None:
                 return None
             if self._queued is not None:
-                hotpatch.safepoint()
-                self._take_queued("(queued during the last cell)")
+                self._late = True
+                try:
+                    hotpatch.safepoint()
+                finally:
+                    self._late = False
+                self._take_queued()
             self._show_notices()
             changed = reloader.poll()
             if not changed:
@@ -143,15 +156,34 @@ class NotebookSession:
             threading.Thread(target=reloader.flush, daemon=True).start()
         return update
 
-    def _take_queued(self, during: str) -> None:
-        """Take in the queued patch's outcome, if it is known (under the lock)."""
+    def _take_queued(self, report: hotpatch.PatchReport | None = None) -> None:
+        """Take in the queued patch's outcome, once known (under the lock): `report` when
+        it was just applied (`_on_patch`), else what its `PendingPatch` says."""
         queued = self._queued
-        if queued is None or not queued.item.done.is_set() or self.reloader is None:
+        if queued is None or self.reloader is None:
             return
-        self._queued = None
         item = queued.item
-        update = self.reloader.finish(queued.prepared, report=item.report, error=item.error)
+        if report is None:
+            if not item.done.is_set():
+                return
+            report = item.report
+        self._queued = None
+        update = self.reloader.finish(queued.prepared, report=report, error=item.error)
+        during = "(saved during the last cell)" if self._late else "(during the cell)"
         _show(update, during=during)
+
+    def _on_patch(self, report: hotpatch.PatchReport) -> None:
+        """`hotpatch.on_patch`: the queued patch went live at a safe point (on the main
+        thread, in the running cell): said right there, in the cell's output."""
+        with self._lock:
+            queued = self._queued
+            if (
+                queued is not None
+                and queued.prepared.bundle is not None
+                and not report.rolled_back
+                and report.build_id == queued.prepared.bundle.target_build
+            ):
+                self._take_queued(report)
 
     # during a cell ------------------------------------------------------------------
 
@@ -171,7 +203,7 @@ class NotebookSession:
         the running cell), say so and look again (saves made meanwhile)."""
         while not stop.is_set() and self._in_cell.is_set():
             with self._lock:
-                self._take_queued("(during the cell)")
+                self._take_queued()
                 queued = self._queued
                 if queued is None:
                     reloader = self.reloader
@@ -190,6 +222,8 @@ class NotebookSession:
             while not queued.item.done.wait(0.05):
                 if stop.is_set() or not self._in_cell.is_set():
                     return  # the next cell's check applies it (and says so)
+            with self._lock:
+                self._take_queued()  # refused or failed (a success was said at once)
 
     # the magic ------------------------------------------------------------------------
 
@@ -262,10 +296,19 @@ class ThinlinkMagics(Magics):
 _sessions: dict[int, NotebookSession] = {}
 
 
+def _on_patch(report: hotpatch.PatchReport) -> None:
+    # A function of this module, not a session's method: the runtime has no way to
+    # unregister a callback, and this one keeps no session alive. Registered at each load
+    # (a test may have cleared the runtime's callbacks); a second call finds nothing queued.
+    for session in list(_sessions.values()):
+        session._on_patch(report)
+
+
 def load(shell: object) -> None:
     """`load_ipython_extension`: start a session for `shell`."""
     if id(shell) in _sessions:
         return
+    hotpatch.on_patch(_on_patch)
     session = NotebookSession(shell)
     extensions = getattr(getattr(shell, "extension_manager", None), "loaded", ())
     if "autoreload" in extensions:

@@ -214,6 +214,10 @@ class Reloader:
                     changed.setdefault(path, signature(path))
             return changed
 
+    def imported_since(self) -> bool:
+        """Modules were imported (or removed) since the last `poll()`."""
+        return len(sys.modules) != self._module_count
+
     def take_notices(self) -> list[str]:
         with self._lock:
             notices, self.notices = self.notices, []
@@ -261,9 +265,13 @@ class Reloader:
                     self.files.note(path, sig, entry.fingerprint)
             # A file to patch that does not build stops the whole patch (as in `thinlink
             # dev`): the others may depend on what it was to define.
-            errors = [e for e in result.errors if getattr(e, "path", None) in self._dirty]
+            errors = [
+                entry.error
+                for path in sorted(self._dirty)
+                if (entry := self._entries.get(path)) is not None and entry.error is not None
+            ]
             if errors:
-                prepared.errors = tuple(str(e) for e in errors)
+                prepared.errors = tuple(errors)
                 return prepared
             old = self._running(result.manifest, prepared)
             try:
