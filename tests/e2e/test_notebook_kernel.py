@@ -102,7 +102,7 @@ def kernel(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_edit_case_in_a_jupyter_kernel(kernel: Kernel, case) -> None:
-    assert run_case(kernel.cell, kernel.root, case) == []
+    assert run_case(kernel.cell, kernel.root, case, applied=False) == []
 
 
 def test_nothing_changed_says_nothing_and_a_patch_one_line(kernel: Kernel) -> None:

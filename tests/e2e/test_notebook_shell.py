@@ -99,7 +99,7 @@ def loaded(notebook: Notebook) -> Notebook:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_edit_case(loaded: Notebook, case) -> None:
-    assert run_case(loaded.cell, loaded.root, case) == []
+    assert run_case(loaded.cell, loaded.root, case, applied=False) == []
 
 
 def test_a_patch_is_one_line_and_nothing_changed_says_nothing(loaded: Notebook) -> None:
@@ -244,3 +244,67 @@ __check = (seen[0], seen[-1])
         assert cell.value == repr((before, after)), cell.output
         assert "thinlink: patched nb_loop.value (" in cell.out, cell.output
         assert "(during the cell)" in cell.out, cell.output
+
+
+MOVING = """\
+def top():
+    return "top"
+
+
+def below():
+    return "below"
+"""
+
+
+def test_code_that_moved_gets_its_new_lines_and_the_next_patch_finds_it(
+    loaded: Notebook,
+) -> None:
+    (loaded.root / "nb_move.py").write_text(MOVING)
+    loaded.cell("import nb_move\nbelow = nb_move.below")
+    grown = MOVING.replace('    return "top"', '    extra = "!"\n    return "top" + extra')
+    loaded.save("nb_move.py", grown)
+    assert loaded.cell("__check = nb_move.top()").value == "'top!'"
+    # Edited at once, before the shift of `below` (a line down) may have happened: the
+    # patch must still find `below` by its new line.
+    loaded.save("nb_move.py", grown.replace('"below"', '"below, edited"'))
+    cell = loaded.cell("__check = (below(), below.__code__.co_firstlineno)")
+    assert cell.value == "('below, edited', 6)", cell.output
+    # The update and its shifts roll back as one.
+    loaded.cell("%thinlink rollback")
+    cell = loaded.cell("__check = (nb_move.top(), below(), below.__code__.co_firstlineno)")
+    assert cell.value == "('top!', 'below', 6)", cell.output
+    loaded.cell("%thinlink rollback")
+    cell = loaded.cell("__check = (nb_move.top(), below(), below.__code__.co_firstlineno)")
+    assert cell.value == "('top', 'below', 5)", cell.output
+
+
+def test_shifted_lines_show_in_tracebacks(loaded: Notebook) -> None:
+    (loaded.root / "nb_trace.py").write_text(
+        'def top():\n    return 1\n\n\ndef fails():\n    raise ValueError("here")\n'
+    )
+    loaded.cell("import nb_trace")
+    loaded.save(
+        "nb_trace.py",
+        'def top():\n    x = 1\n    return x\n\n\ndef fails():\n    raise ValueError("here")\n',
+    )
+    loaded.cell("nb_trace.top()")
+    cell = loaded.cell(
+        "import traceback\n"
+        "try:\n    nb_trace.fails()\n"
+        "except ValueError as exc:\n"
+        "    __check = traceback.extract_tb(exc.__traceback__)[-1].lineno\n"
+    )
+    assert cell.value == "7", cell.output
+
+
+def test_code_added_where_old_code_moved_from_keeps_its_lines(loaded: Notebook) -> None:
+    # The new function starts at line 1, a line the shift of `a` (1 -> 4) reads as old: the
+    # shifts then go with the patch (the runtime tells the new function from the moved one).
+    (loaded.root / "nb_insert.py").write_text('def a():\n    return "a"\n')
+    loaded.cell("import nb_insert\na = nb_insert.a")
+    loaded.save("nb_insert.py", 'def new():\n    return "new"\n\n\ndef a():\n    return "a"\n')
+    cell = loaded.cell(
+        "__check = (nb_insert.new(), nb_insert.new.__code__.co_firstlineno, a(),"
+        " a.__code__.co_firstlineno)"
+    )
+    assert cell.value == "('new', 1, 'a', 5)", cell.output

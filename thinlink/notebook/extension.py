@@ -50,7 +50,7 @@ class NotebookSession:
         self.shell = shell
         self.active = True
         self.reloader: Reloader | None = None
-        self._lock = threading.RLock()  # the reloader and the queued patch
+        self._lock = threading.RLock()  # the reloader's too: the queued patch, the reloader
         self._queued: _Queued | None = None
         self._in_cell = threading.Event()
         self._stop = threading.Event()
@@ -63,7 +63,7 @@ class NotebookSession:
     def start(self, root: str | os.PathLike[str]) -> None:
         """Build the project at `root`, track its modules and watch its files."""
         hotpatch.enable()  # `hotpatch.call` becomes a safe point
-        reloader = Reloader(root)
+        reloader = Reloader(root, lock=self._lock)
         started = reloader.start()
         with self._lock:
             self.reloader = reloader

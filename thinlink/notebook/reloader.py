@@ -23,7 +23,7 @@ from the source digest the runtime records for it (`provenance.digests`, kept by
 apply and rollback), looked up in the build cache; the runtime checks each module's
 digest against the patch's base again before it changes anything.
 
-Thread-safe: every method takes the reloader's lock.
+Thread-safe: every method takes the reloader's lock (its owner's, when it gives one).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from types import ModuleType
+from types import CodeType, ModuleType
 
 import hotpatch
 from hotpatch import provenance
@@ -62,6 +62,7 @@ UNBUILT = (
 )
 ROLLED_BACK = "rolled back (%thinlink rollback); save the file again to apply it"
 _WARNINGS_KEPT = 20
+_QUIET = 1.0  # seconds without an update before the cache is written
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,11 @@ class Reloader:
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+        self,
+        root: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.root = os.path.realpath(root)
         self.cache_dir = str(cache_dir_for(self.root, cache_dir))  # type: ignore[arg-type]
@@ -142,12 +147,20 @@ class Reloader:
         self.last: Update | None = None
         self.notices: list[str] = []  # to show once, then kept in `warnings`
         self.warnings: list[str] = []
-        self._lock = threading.RLock()
+        # Given by an owner that holds it around its own calls (and in the runtime's
+        # `on_patch` callbacks, which an apply on the worker thread runs under it): one
+        # lock, so no two are ever taken in opposite orders.
+        self._lock = lock if lock is not None else threading.RLock()
         self._latest: Manifest | None = None
         self._entries: dict[str, ModuleEntry] = {}
         self._dirty: set[str] = set()  # changed since the kernel last caught up with them
         self._held: dict[str, str] = {}  # path -> why the kernel runs another version
         self._retry = False  # a patch was refused for one module: the others go again
+        self._moves: Bundle | None = None  # line shifts of the last update, not applied yet
+        # Per update applied (latest last): how many bundles it is in the runtime's history.
+        self._applied: list[int] = []
+        self._after = threading.Event()  # an update left work for the worker thread
+        self._closed = False
         self._names: dict[str, str] = {}  # tracked path -> module name
         self._seen: dict[str, object] = {}  # module name -> module object taken in
         self._module_count = -1
@@ -170,6 +183,9 @@ class Reloader:
                 self.files.note(entry.path, stats.get(entry.path), entry.fingerprint)
             root = self.root
             provenance.track([root], accept=lambda path: is_source(root, path))
+            threading.Thread(
+                target=self._work_after_updates, name="thinlink-notebook-after", daemon=True
+            ).start()
             changed: dict[str, Signature | None] = {}
             self._take_in_modules(changed)
             self._dirty.update(changed)
@@ -184,7 +200,10 @@ class Reloader:
     def close(self) -> None:
         """Stop tracking imports and write what the cache holds in memory."""
         with self._lock:
+            self._closed = True
+            self._after.set()  # the worker ends
             provenance.untrack()
+            self._shift_moved()
             self.flush()
             self.builder.close()
 
@@ -224,12 +243,16 @@ class Reloader:
             return notices
 
     def update(self, changed: dict[str, Signature | None]) -> Update:
-        """Build `changed`, make the patch and apply it now, on this thread."""
+        """Build `changed`, make the patch and apply it now, on this thread.
+
+        Code that only moved (the functions below an added line) gets its line numbers
+        shifted just after, on a thread of its own, as `thinlink dev` shifts them after
+        the new code is live: the cell need not wait for a walk of the whole module."""
         prepared = self.prepare(changed)
         if prepared.bundle is None or not prepared.bundle.modules:
             return self.finish(prepared)
         with self._lock:
-            bundle = prepared.bundle
+            bundle, moves = _split_moves(prepared.bundle)
             while True:
                 try:
                     report = hotpatch.apply(bundle)
@@ -238,16 +261,58 @@ class Reloader:
                 reason = report.needs_restart
                 culprit = None if reason is None else _culprit(bundle, reason)
                 if culprit is None or len(bundle.modules) < 2:
-                    return self.finish(prepared, report=report)
+                    break
                 # One module's change needs a restart: the others still go live.
                 self._hold_back(culprit.path, reason)
                 prepared.restart.append((culprit.name, reason))
                 others = tuple(m for m in bundle.modules if m is not culprit)
                 bundle = replace(bundle, modules=others)
+            update = self.finish(prepared, report=report)
+            if report.needs_restart is None:
+                applied = {m.name for m in bundle.modules}
+                if moves is not None:
+                    kept = tuple(m for m in moves.modules if m.name in applied)
+                    self._moves = replace(moves, modules=kept) if kept else None
+                self._after.set()  # the worker thread: not started here, which costs
+            return update
+
+    def _work_after_updates(self) -> None:
+        """The worker thread: after each update, shift moved code at once, and write the
+        cache once no update came for `_QUIET` seconds (between cells: a write competing
+        with a running cell for the interpreter would slow it down)."""
+        while True:
+            self._after.wait()
+            while True:
+                self._after.clear()
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._shift_moved()
+                if not self._after.wait(_QUIET):
+                    break
+            with self._lock:
+                if self._closed:
+                    return
+                self.flush()
+
+    def _shift_moved(self) -> None:
+        """Apply the line shifts an update left for later (under the lock), before any
+        other patch is made: those start from the module's new lines."""
+        moves, self._moves = self._moves, None
+        if moves is None:
+            return
+        try:
+            hotpatch.apply(moves)
+        except hotpatch.PatchError as exc:  # line numbers only: the code is right
+            self._warn(f"the line numbers of code that moved were not shifted: {exc}")
+            return
+        if self._applied:
+            self._applied[-1] += 1
 
     def prepare(self, changed: dict[str, Signature | None]) -> Prepared:
         """Build the `changed` files and make the patch from what the kernel runs."""
         with self._lock:
+            self._shift_moved()
             prepared = Prepared(tuple(sorted(changed)), time.perf_counter())
             self._dirty.update(changed)
             try:
@@ -321,6 +386,7 @@ class Reloader:
                     # Caught up: the modules left out (restarts) stay as they are until
                     # their files change again.
                     self._dirty.clear()
+                    self._applied = [*self._applied[-99:], 1]
             rerun_names = {
                 f"{plan.name}:{r.statement.lineno}": ", ".join(r.statement.defines)
                 for plan in prepared.plans
@@ -344,7 +410,12 @@ class Reloader:
         """Undo the last applied patch; its modules stay behind their files until saved
         again. Raises `hotpatch.PatchError` when there is nothing to undo."""
         with self._lock:
+            self._moves = None  # not shifted yet: the code goes back to its old lines
             before = {p: provenance.digest_of(p) for p in self.files.tracked}
+            # The last update may be two bundles in the runtime's history (the patch and
+            # the shifts of code that moved): both go.
+            for _ in range(self._applied.pop() - 1 if self._applied else 0):
+                hotpatch.rollback()
             report = hotpatch.rollback()
             for path, digest in before.items():
                 if provenance.digest_of(path) != digest:
@@ -471,6 +542,47 @@ class Reloader:
         path = os.path.realpath(path)
         self._held[path] = f"needs a restart: {reason}"
         self._dirty.discard(path)
+
+
+def _split_moves(bundle: Bundle) -> tuple[Bundle, Bundle | None]:
+    """`bundle` without its line shifts, and the shifts alone (None: nothing moved, or
+    they cannot wait).
+
+    The runtime finds the code to shift by its first line, which it reads as an old line;
+    applied with the patch, it leaves out the functions the patch itself made or changed.
+    Applied after, it cannot tell them apart: so the shifts wait only when no code of the
+    patch starts on a line they shift."""
+    moved = [m for m in bundle.modules if m.moved]
+    if not moved:
+        return bundle, None
+    for module in moved:
+        codes = [f.code for f in module.functions] + [s.code for s in module.statements]
+        if any(_shifted(line, module.moved) for line in _first_lines(codes)):
+            return bundle, None
+    now = replace(bundle, modules=tuple(replace(m, moved=()) for m in bundle.modules))
+    later = Bundle(
+        bundle.target_build,
+        bundle.target_build,
+        tuple(
+            ModulePatch(m.name, m.path, moved=m.moved, base_digest=m.digest, digest=m.digest)
+            for m in moved
+        ),
+    )
+    return now, later
+
+
+def _first_lines(codes: list[CodeType]) -> set[int]:
+    lines: set[int] = set()
+    stack = list(codes)
+    while stack:
+        code = stack.pop()
+        lines.add(code.co_firstlineno)
+        stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return lines
+
+
+def _shifted(line: int, ranges: tuple[tuple[int, int, int], ...]) -> bool:
+    return any(first <= line <= last for first, last, _ in ranges)
 
 
 def _culprit(bundle: Bundle | None, reason: str) -> ModulePatch | None:
