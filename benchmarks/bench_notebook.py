@@ -478,10 +478,11 @@ def render(result: dict, info: dict, cases) -> str:  # noqa: ANN001
         f"Loading, in the {PROJECT_MODULES}-module project: `%load_ext thinlink` "
         f"{ms(loads['thinlink']['load_cell_s'])} ms (a first build of the project, cold cache), "
         f"`%load_ext autoreload` + `%autoreload 2` {ms(loads['autoreload']['load_cell_s'])} ms. "
-        f"Importing the project: {ms(noop['imported']['thinlink']['import_s'])} ms under thinlink "
-        "(its modules compiled from their source, recording what each runs), "
-        f"{ms(noop['imported']['autoreload']['import_s'])} ms under autoreload and "
-        f"{ms(noop['imported']['none']['import_s'])} ms with none (from pycs)."
+        "Importing the project (its first import: no pycs yet): "
+        f"{ms(noop['imported']['thinlink']['import_s'])} ms under thinlink (compiled from "
+        "source, recording the digest of what each module runs; pycs neither read nor "
+        f"written), {ms(noop['imported']['autoreload']['import_s'])} ms under autoreload and "
+        f"{ms(noop['imported']['none']['import_s'])} ms with none (pycs written)."
     )
     return "\n".join(out) + "\n"
 

@@ -152,8 +152,6 @@ class NotebookSession:
                 return None
             update = reloader.update(changed)
             _show(update)
-        if update.report is not None:
-            threading.Thread(target=reloader.flush, daemon=True).start()
         return update
 
     def _take_queued(self, report: hotpatch.PatchReport | None = None) -> None:
