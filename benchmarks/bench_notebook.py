@@ -61,7 +61,7 @@ MODULE_LINES = 400  # 150 x 400 = 60k lines
 BIG_LINES = 24000
 
 # Runs in each measuring process: an InteractiveShell, one JSON request per line.
-DRIVER = r'''
+DRIVER = r"""
 import contextlib, io, json, os, sys, time
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
@@ -116,7 +116,7 @@ for line in sys.stdin:
     answer["modules"] = len(sys.modules)
     sys.__stdout__.write(json.dumps(answer) + "\n")
     sys.__stdout__.flush()
-'''
+"""
 
 
 def load_cases():  # noqa: ANN201 - the test suite's module, loaded by path
@@ -368,9 +368,7 @@ def render(result: dict, info: dict, cases) -> str:  # noqa: ANN001
     out += ["", "## Edit cases (right / wrong, judged by the next cell)", "", "```"]
     rows = []
     for case in cases.CASES:
-        rows.append(
-            [case.name, *("right" if not found[t][case.name] else "WRONG" for t in TOOLS)]
-        )
+        rows.append([case.name, *("right" if not found[t][case.name] else "WRONG" for t in TOOLS)])
     totals = [f"{sum(not p for p in found[t].values())}/{len(cases.CASES)}" for t in TOOLS]
     rows.append(["total", *totals])
     out += [format_table(["case", *TOOLS], rows), "```", ""]
@@ -464,13 +462,13 @@ def render(result: dict, info: dict, cases) -> str:  # noqa: ANN001
             f"{right['autoreload']}/{total}",
             "-",
             "all, and more than autoreload",
-            "yes" if right["thinlink"] == total and right["thinlink"] > right["autoreload"] else "NO",
+            "yes"
+            if right["thinlink"] == total and right["thinlink"] > right["autoreload"]
+            else "NO",
         ],
     ]
     out.append(
-        format_table(
-            ["measure", "thinlink", "autoreload 2", "ratio", "target", "met"], target_rows
-        )
+        format_table(["measure", "thinlink", "autoreload 2", "ratio", "target", "met"], target_rows)
     )
     out += ["```", ""]
     loads = noop["loads"]
@@ -509,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         driver.write_text(DRIVER)
         print("edit cases ...", flush=True)
         result["cases"] = run_edit_cases(work, driver, cases)
-        print(f"nothing changed, {PROJECT_MODULES} modules, {args.cells} cells each ...", flush=True)
+        print(
+            f"nothing changed, {PROJECT_MODULES} modules, {args.cells} cells each ...", flush=True
+        )
         result["project_lines"] = write_project(work / "lines-only")
         result["noop"] = measure_noop(work, driver, args.cells)
         result["edit"] = {}

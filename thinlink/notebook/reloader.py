@@ -223,6 +223,7 @@ class Reloader:
         changed, and (with `modules`) those of modules imported since the last poll
         whose file changed after the build read it. Empty when nothing changed."""
         with self._lock:
+            self._shift_moved()  # the next cell's tracebacks show the new lines
             changed: dict[str, Signature | None] = {}
             if modules and len(sys.modules) != self._module_count:
                 self._take_in_modules(changed)
