@@ -120,6 +120,9 @@ for line in sys.stdin:
 
 
 def load_cases():  # noqa: ANN201 - the test suite's module, loaded by path
+    """`tests/e2e/notebook_cases.py`: the edit cases, `run_case`, and `save` (an editor's
+    save, in a later whole second than the last: autoreload reads modification times, and
+    its reloads read pycs, which record them in whole seconds)."""
     path = REPO_ROOT / "tests" / "e2e" / "notebook_cases.py"
     spec = importlib.util.spec_from_file_location("notebook_cases", path)
     module = importlib.util.module_from_spec(spec)
@@ -228,15 +231,6 @@ def write_big(root: Path) -> tuple[str, str, int]:
     return head, tail, text.count("\n")
 
 
-def save(path: Path, text: str) -> None:
-    """An editor's save, with a modification time later than the last one (autoreload
-    compares modification times only)."""
-    before = path.stat().st_mtime_ns
-    path.write_text(text)
-    if path.stat().st_mtime_ns <= before:
-        os.utime(path, ns=(before + 10_000_000, before + 10_000_000))
-
-
 def start_shells(work: Path, name: str, driver: Path, setup: Callable[[Path], object]):  # noqa: ANN201
     """A shell per reloader and the baseline, each in its own copy of the project, with
     the project imported after the reloader was loaded."""
@@ -280,7 +274,7 @@ def measure_noop(work: Path, driver: Path, count: int) -> dict:
     return {"series": series, "loads": loads, "imported": imported}
 
 
-def measure_edit(work: Path, driver: Path, count: int, kind: str) -> dict:
+def measure_edit(work: Path, driver: Path, count: int, kind: str, cases) -> dict:  # noqa: ANN001
     texts = {}
 
     def setup(root: Path) -> None:
@@ -296,7 +290,8 @@ def measure_edit(work: Path, driver: Path, count: int, kind: str) -> dict:
         for version in range(1, count + 1):
             for tool, shell in shells.items():
                 head, tail, _ = texts[shell.root]
-                save(shell.root / "workload.py", head + marker_source(version, kind) + tail)
+                text = head + marker_source(version, kind) + tail
+                cases.save(shell.root / "workload.py", text)
                 answer = shell.cell("__check = workload.marker()")
                 series[tool].add(answer)
                 if tool != "none" and answer["value"] != repr(version):
@@ -515,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         result["edit"] = {}
         for kind in ("same", "shift"):
             print(f"one function changed ({kind}), {args.edits} saves each ...", flush=True)
-            result["edit"][kind] = measure_edit(work, driver, args.edits, kind)
+            result["edit"][kind] = measure_edit(work, driver, args.edits, kind, cases)
     info["loadavg_end"] = round(os.getloadavg()[0], 2)
     text = render(result, info, cases)
     print()

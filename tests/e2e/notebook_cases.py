@@ -474,17 +474,21 @@ def write_project(root: Path, cases: tuple[Case, ...] = CASES) -> None:
 
 
 def save(path: Path, text: str) -> None:
-    """Write `path` as an editor saves it, with a modification time later than the last
-    one (two saves within a clock tick would look the same to a reloader that reads
-    only modification times)."""
+    """Write `path` as an editor saves it a while after the last save: its modification
+    time in a later whole second than the last one's. Saves made faster than a person
+    makes them would look the same to a reloader that reads only modification times,
+    and to a pyc, which records them in whole seconds (with the size): a reload would run
+    the stale pyc."""
     try:
         before = os.stat(path).st_mtime_ns
     except FileNotFoundError:
         before = 0
     path.write_text(text)
     after = os.stat(path).st_mtime_ns
-    if after <= before:
-        os.utime(path, ns=(before + 10_000_000, before + 10_000_000))
+    second = 1_000_000_000
+    if after // second <= before // second:
+        later = (before // second + 1) * second + after % second
+        os.utime(path, ns=(later, later))
 
 
 def run_case(

@@ -38,9 +38,7 @@ class Kernel:
         spec.mkdir(parents=True)
         argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("THINLINK_", "HOTPATCH_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("THINLINK_", "HOTPATCH_"))}
         env.update(IPYTHONDIR=str(home / "ipython"), PYTHONDONTWRITEBYTECODE="1")
         self.manager = KernelManager(
             kernel_name="thinlink-test",
