@@ -172,8 +172,13 @@ class NotebookSession:
 
     def _on_patch(self, report: hotpatch.PatchReport) -> None:
         """`hotpatch.on_patch`: the queued patch went live at a safe point (on the main
-        thread, in the running cell): said right there, in the cell's output."""
-        with self._lock:
+        thread, in the running cell): said right there, in the cell's output.
+
+        Runs under the runtime's apply lock: it only tries the session's lock, which a
+        thread may hold while it waits for the apply lock (the watcher then says it)."""
+        if self._queued is None or not self._lock.acquire(blocking=False):
+            return
+        try:
             queued = self._queued
             if (
                 queued is not None
@@ -182,6 +187,8 @@ class NotebookSession:
                 and report.build_id == queued.prepared.bundle.target_build
             ):
                 self._take_queued(report)
+        finally:
+            self._lock.release()
 
     # during a cell ------------------------------------------------------------------
 
