@@ -24,6 +24,7 @@ or functools. Their annotations name types under `if TYPE_CHECKING:`, where
 from ._errors import BundleError as BundleError
 from ._errors import HotpatchError as HotpatchError
 from ._errors import PatchError as PatchError
+from ._jumptable import PendingPatch as PendingPatch
 from ._jumptable import call as call  # operator.call unless enabled: enable() rebinds it
 from ._jumptable import current_build as current_build
 from ._jumptable import enable as enable
@@ -32,12 +33,14 @@ from ._jumptable import hot as hot
 from ._jumptable import on_patch as on_patch
 from ._jumptable import safepoint as safepoint
 from ._jumptable import set_build as set_build
+from ._jumptable import submit as submit
 
 __all__ = [
     "BundleError",
     "HotpatchError",
     "PatchError",
     "PatchReport",
+    "PendingPatch",
     "apply",
     "call",
     "current_build",
@@ -48,6 +51,7 @@ __all__ = [
     "rollback",
     "safepoint",
     "set_build",
+    "submit",
 ]
 
 

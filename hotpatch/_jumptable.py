@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
     from ._report import PatchReport
     from ._transaction import Transaction
+    from .bundle import Bundle
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,11 +127,14 @@ def _logger() -> Any:
 
 class PendingPatch:
     """A submitted patch. `done` (a threading.Event) is set once it was applied or refused;
-    then `report` or `error` says which."""
+    then `report` or `error` says which. `log`: a failure is logged (else only `error`
+    tells it, for a submitter that reports it itself)."""
 
-    __slots__ = ("data", "key", "submitted", "done", "report", "error")
+    __slots__ = ("data", "key", "submitted", "done", "report", "error", "log")
 
-    def __init__(self, data: bytes, key: bytes | None, submitted: float) -> None:
+    def __init__(
+        self, data: Bundle | bytes, key: bytes | None, submitted: float, log: bool = True
+    ) -> None:
         import threading
 
         self.data = data
@@ -139,6 +143,7 @@ class PendingPatch:
         self.done = threading.Event()
         self.report: PatchReport | None = None
         self.error: Exception | None = None
+        self.log = log
 
 
 def current_build() -> str | None:
@@ -324,7 +329,8 @@ def _drain() -> tuple[PatchReport, ...]:
                     reports.append(item.report)
                 except Exception as exc:  # boundary: a bad patch must not break the app
                     item.error = exc
-                    _logger().error("hotpatch: %s", exc)
+                    if item.log:
+                        _logger().error("hotpatch: %s", exc)
                 finally:
                     item.done.set()
         finally:
@@ -333,9 +339,24 @@ def _drain() -> tuple[PatchReport, ...]:
     return tuple(reports)
 
 
-def submit(data: bytes, *, key: bytes | None = None, now: float | None = None) -> PendingPatch:
-    """Queue a patch for the next safe point (thread-safe; called by the client thread)."""
-    item = PendingPatch(bytes(data), key, time.monotonic() if now is None else now)
+def submit(
+    data: Bundle | bytes,
+    *,
+    key: bytes | None = None,
+    now: float | None = None,
+    log: bool = True,
+) -> PendingPatch:
+    """Queue a patch (a `Bundle` or its bytes) for the main thread's next safe point: the
+    outermost `call` or `@hot` call, or `safepoint()`. Thread-safe.
+
+    Returns the `PendingPatch`: its `done` event is set once the patch was applied or
+    refused, and then `report` or `error` says which. A failure is logged unless `log` is
+    False (for a submitter that reports `error` itself). Nothing applies it but a safe
+    point (`deliver()` also applies it from the submitting thread after a grace period).
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = bytes(data)  # a copy: the caller may reuse its buffer
+    item = PendingPatch(data, key, time.monotonic() if now is None else now, log)
     with _queue_lock:
         _queue.append(item)
         _set_pending(True)

@@ -33,6 +33,7 @@ from .image import source_digest
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import CodeType, ModuleType
 
 __all__ = [
@@ -67,8 +68,9 @@ class TrackingLoader(SourceFileLoader):
     """Compiles a module from the source bytes it reads, and records their digest.
 
     Never from a pyc: the digest must be of the very bytes the code came from (a pyc is
-    validated by mtime and size, which says nothing of which bytes those were). A finder
-    that has read and compiled the file already hands both over (`prepared`).
+    validated by mtime and size, which says nothing of which bytes those were). The finder
+    reads and compiles the file and hands both over (`prepared`): the import uses them, and
+    only the import records a digest.
     """
 
     def __init__(
@@ -81,8 +83,11 @@ class TrackingLoader(SourceFileLoader):
         path = self.get_filename(fullname)
         prepared, self._prepared = self._prepared, None
         if prepared is None:
+            # Not the import (which the finder prepared for): someone reading the module's
+            # code from its file again (`_locate.imports_name`, `inspect`). The module runs
+            # what it was imported from, whatever the file says now: nothing is recorded.
             data = self.get_data(path)
-            prepared = data, self.source_to_code(data, path)
+            return self.source_to_code(data, path)
         data, code = prepared
         record(path, source_digest(data))
         return code
@@ -98,19 +103,41 @@ def prepare(path: str, data: bytes) -> tuple[bytes, CodeType] | None:
         return None
 
 
+# Directories below a root whose modules are not the project's: installed packages (a
+# virtual environment inside the project), and hidden ones (`.venv`, `.tox`, caches).
+_THIRD_PARTY = frozenset({"site-packages", "dist-packages"})
+
+
 class TrackingFinder:
     """A meta path finder: `PathFinder`'s resolution, with `TrackingLoader` for the plain
-    source modules under its roots (the project's own modules, not third-party ones)."""
+    source modules under its roots (the project's own modules, not third-party ones).
 
-    def __init__(self, roots: list[str]) -> None:
+    Not tracked, although under a root: modules in a `site-packages` or `dist-packages`
+    directory or in a hidden one (a virtual environment kept in the project), and those
+    `accept(real_path)` turns down when given. Those load as usual, from their pycs.
+    """
+
+    def __init__(self, roots: list[str], accept: Callable[[str], bool] | None = None) -> None:
         self.roots = tuple(os.path.join(os.path.realpath(r), "") for r in roots)
+        self.accept = accept
+
+    def tracks(self, path: str) -> bool:
+        """Whether the module file at `path` is one of the project's."""
+        real = os.path.realpath(path)
+        for root in self.roots:
+            if real.startswith(root):
+                folders = real[len(root) :].split(os.sep)[:-1]
+                if any(f in _THIRD_PARTY or f.startswith(".") for f in folders):
+                    return False
+                return self.accept is None or self.accept(real)
+        return False
 
     def find_spec(
         self, fullname: str, path: list[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is not None and type(spec.loader) is SourceFileLoader and spec.origin:
-            if os.path.realpath(spec.origin).startswith(self.roots):
+            if self.tracks(spec.origin):
                 try:
                     with open(spec.origin, "rb") as f:
                         prepared = prepare(spec.origin, f.read())
@@ -121,14 +148,15 @@ class TrackingFinder:
         return spec
 
 
-def track(roots: list[str]) -> TrackingFinder:
-    """Record the source of every module imported from under `roots` from now on.
+def track(roots: list[str], accept: Callable[[str], bool] | None = None) -> TrackingFinder:
+    """Record the source of every module imported from under `roots` from now on (but
+    not third-party ones: see `TrackingFinder`; `accept(real_path)` may narrow it).
 
     Installed just before `PathFinder` (built-in and frozen modules keep precedence);
     calling it again replaces the roots. Returns the finder."""
     global _finder
     untrack()
-    _finder = TrackingFinder(roots)
+    _finder = TrackingFinder(roots, accept)
     try:
         index = sys.meta_path.index(PathFinder)
     except ValueError:

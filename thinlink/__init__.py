@@ -11,7 +11,8 @@ A function-level incremental compiler for Python, and the tools around it:
 - `cli/`: the `thinlink` command.
 - `project`: the Python API (`Project`); `config`: settings; `errors`: exceptions.
 
-The public API is `Project` and the exceptions in `thinlink.errors`.
+The public API is `Project` (below) and the exceptions in `thinlink.errors`; in IPython
+and Jupyter, `%load_ext thinlink` (`thinlink.notebook`).
 """
 
 import sys as _sys
@@ -30,4 +31,8 @@ def __getattr__(name: str) -> object:
         from .project import Project
 
         return Project
+    if name in ("load_ipython_extension", "unload_ipython_extension"):
+        from . import notebook  # `%load_ext thinlink` looks these up here
+
+        return getattr(notebook, name)
     raise AttributeError(f"module 'thinlink' has no attribute {name!r}")

@@ -15,7 +15,7 @@ of 150 modules under `thinlink run` must cost no more than plain python with its
 thinlink is ordinary code, loaded when there is work for it.
 
 Why a stat can stand for the content: a stat is recorded only for a file that has not
-changed (mtime and ctime) for `_RACY_NS` before the build read it, so a later write
+changed (mtime and ctime) for `RACY_NS` before the build read it, so a later write
 cannot leave the same stat behind (as git's index does for "racily clean" files); the
 change time cannot be set back by anyone but the clock. Any other difference in the stat
 costs a read and a digest, never a wrong answer.
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_TAG_FILE",
     "INTERPRETER_TAG",
+    "RACY_NS",
     "TreeCheck",
     "TreeState",
     "cache_location",
@@ -47,6 +48,7 @@ __all__ = [
     "discover",
     "find_root",
     "is_ignored_dir",
+    "is_source",
     "main",
     "program_start",
     "read_source",
@@ -78,7 +80,7 @@ _CACHE_TAG = (
 )
 CACHE_ENTRIES = frozenset({CACHE_TAG_FILE, "objects", "builds", "refs", "images", "trees"})
 
-_RACY_NS = 2_000_000_000  # a stat is trusted only for files unchanged this long before
+RACY_NS = 2_000_000_000  # a stat is trusted only for files unchanged this long before
 _TREE_MAGIC = b"TLTREE01"
 
 
@@ -208,6 +210,24 @@ def is_ignored_dir(path: str, name: str) -> bool:
     if name in _OUTPUT_DIRS and not os.path.exists(os.path.join(path, "__init__.py")):
         return True
     return os.path.exists(os.path.join(path, "pyvenv.cfg"))
+
+
+def is_source(root: str, path: str) -> bool:
+    """Whether `path` (a real path) is a module file that `discover(root)` finds: a
+    `*.py` below `root`, in no directory the build skips."""
+    base = os.path.join(os.path.realpath(root), "")
+    if not path.startswith(base) or not path.endswith(".py"):
+        return False
+    *folders, name = path[len(base) :].split(os.sep)
+    if name.startswith("."):
+        return False
+    parent = base.rstrip(os.sep)
+    for folder in folders:
+        here = os.path.join(parent, folder)
+        if is_ignored_dir(here, folder):
+            return False
+        parent = here
+    return True
 
 
 class _Walk:
@@ -401,7 +421,7 @@ class TreeCheck:
         """The signature to record for `path`: None for a file changed so recently that a
         write in the same clock tick could leave the same stat."""
         sig = self.signatures.get(path)
-        if sig is None or self.started - max(sig[1], sig[2]) < _RACY_NS:
+        if sig is None or self.started - max(sig[1], sig[2]) < RACY_NS:
             return None
         return sig
 

@@ -226,6 +226,22 @@ def test_a_bad_patch_at_a_safepoint_is_logged_not_raised(caplog) -> None:
     assert "patches build 'elsewhere'" in caplog.text
 
 
+def test_the_public_submit_takes_a_bundle_and_may_leave_failures_to_the_caller(
+    caplog,
+) -> None:
+    # `hotpatch.submit` (what `%load_ext thinlink` queues from its watcher thread): a
+    # Bundle as it is, no bytes; with log=False the caller reports `error` itself.
+    _apply.set_build("b0")
+    good = hotpatch.submit(Bundle("b0", "b1"), log=False)
+    bad = hotpatch.submit(Bundle("elsewhere", "b2"), log=False)
+    assert isinstance(good, hotpatch.PendingPatch) and not good.done.is_set()
+    with caplog.at_level(logging.ERROR, logger="hotpatch._jumptable"):
+        reports = hotpatch.safepoint()
+    assert [r.build_id for r in reports] == ["b1"] and good.report is reports[0]
+    assert bad.done.is_set() and "elsewhere" in str(bad.error)
+    assert caplog.text == ""
+
+
 def test_the_outermost_call_on_the_main_thread_is_the_safe_point() -> None:
     _jumptable.enable()
     builds = []

@@ -148,3 +148,41 @@ def test_adopt_trusts_an_inode_unchanged_since_before_the_process_started(tmp_pa
     # a compile; this process started long before the file was written, so it is compared.
     assert provenance._older_than_process(os.stat(path).st_ctime) is False
     assert provenance._older_than_process(started - 3600 * 24 * 365) is True
+
+
+def test_installed_and_hidden_packages_under_a_root_are_not_tracked(tmp_path):
+    # A virtual environment kept in the project: its packages load as usual (from pycs).
+    site = tmp_path / ".venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    write(site / "hpv_installed.py", OLD)
+    other = tmp_path / "vendor" / "site-packages"
+    other.mkdir(parents=True)
+    write(other / "hpv_vendored.py", OLD)
+    write(tmp_path / "hpv_own.py", OLD)
+    write(tmp_path / "hpv_refused.py", OLD)
+    sys.path[:0] = [str(site), str(other)]
+    provenance.track([str(tmp_path)], accept=lambda path: "refused" not in path)
+    import hpv_installed
+    import hpv_own
+    import hpv_refused
+    import hpv_vendored
+
+    assert type(hpv_own.__loader__) is provenance.TrackingLoader
+    for module in (hpv_installed, hpv_vendored, hpv_refused):
+        assert type(module.__loader__) is not provenance.TrackingLoader
+        assert provenance.digest_of(module.__file__) is None
+
+
+def test_reading_a_tracked_module_s_code_again_records_nothing(tmp_path):
+    # `_locate.imports_name` reads a module's code through its loader; the module still
+    # runs what it was imported from, not the file as it is now.
+    path = write(tmp_path / "hpv_reread.py", OLD)
+    provenance.track([str(tmp_path)])
+    import hpv_reread
+
+    write(path, NEW)
+    code = hpv_reread.__loader__.get_code("hpv_reread")
+    assert "new" in code.co_consts[0].co_consts  # the file's code now ...
+    assert provenance.digest_of(str(path)) == source_digest(OLD.encode())  # ... not recorded
+    importlib.reload(hpv_reread)  # an import again: recorded
+    assert provenance.digest_of(str(path)) == source_digest(NEW.encode())

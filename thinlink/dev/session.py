@@ -51,12 +51,13 @@ from thinlink.patches.make import make_patch
 from .launcher import Launcher
 from .rundir import RunDir
 from .server import Client, DevServer
-from .watch import SourceFilter, backend_name, watch_changes
+from .watch import SETTLE, SourceFilter, backend_name, watch_changes
+from .watch import settle as _settle
 
 __all__ = ["DevSession"]
 
 _GRACE = 5.0  # seconds between SIGTERM/SIGINT and SIGKILL
-_SETTLE = 0.25  # seconds a file that looks half-written gets to be completed
+_SETTLE = SETTLE  # seconds a file that looks half-written gets to be completed
 _SITE = str(Path(hotpatch.__file__).parent / "_site")
 
 
@@ -569,27 +570,6 @@ def _kill_group(pgid: int, sig: int) -> bool:
     except PermissionError:
         return True  # a member changed its user: it is still there
     return True
-
-
-def _settle(paths: set[str]) -> None:
-    """Give files that look caught mid-save (empty, or cut short of their final
-    newline) up to `_SETTLE` seconds to be completed; their next write comes with an
-    event of its own, which then builds to the same content and does nothing."""
-    deadline = time.monotonic() + _SETTLE
-    while any(_looks_cut(p) for p in paths) and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
-def _looks_cut(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return True
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) not in (b"\n", b"\r")
-    except OSError:
-        return False  # deleted, or unreadable: the build says so
 
 
 def _now() -> str:

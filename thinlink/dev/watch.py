@@ -14,14 +14,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import watchfiles
 
 from thinlink.launch import IGNORED_DIRS, is_ignored_dir
 
 __all__ = [
+    "SETTLE",
     "SourceFilter",
+    "looks_cut",
+    "settle",
     "watch_changes",
     "poll_changes",
     "backend_name",
@@ -109,6 +112,31 @@ def watch_changes(
         yield_on_timeout=False,
     ):
         yield {path for _, path in batch}
+
+
+SETTLE = 0.25  # seconds a file that looks half-written gets to be completed
+
+
+def settle(paths: Collection[str], seconds: float = SETTLE) -> None:
+    """Give files that look caught mid-save (empty, or cut short of their final
+    newline) up to `seconds` to be completed; their next write comes with an event of
+    its own, which then builds to the same content and does nothing."""
+    deadline = time.monotonic() + seconds
+    while any(looks_cut(p) for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def looks_cut(path: str) -> bool:
+    """The file at `path` is empty or does not end with a newline (a save caught half way)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) not in (b"\n", b"\r")
+    except OSError:
+        return False  # deleted, or unreadable: the build says so
 
 
 # Polling, for file systems without change notification (Docker or VM mounts, NFS).
