@@ -6,6 +6,11 @@ says hello (its pid and build), then applies each patch it receives (at the main
 thread's next safe point, or at once if the app has none, see `_jumptable.deliver`)
 and answers with the report. If the server goes away it reconnects; after a fork the
 child starts its own client (a thread does not survive a fork).
+
+Cluster workers (`hotpatch.cluster`) start it with the session's address and secret
+from the engine rather than the environment, and a `role` ("ray worker", "dask
+worker"): such a process was not started by the session and lives on without it; its
+hello also says what it runs (`about`), for the session to bring it up to date.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ import traceback
 from . import _jumptable
 from .protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, connect
 
-__all__ = ["start", "running"]
+TYPE_CHECKING = False  # see hotpatch/__init__.py: the start-up path stays off typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["role", "running", "start", "wait_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +38,49 @@ _thread: threading.Thread | None = None
 _lock = threading.Lock()
 _fork_hook = False  # registered once per process; a forked child inherits the hook
 _channel: Channel | None = None  # this process's connection, while there is one
+# Set by `start(role=...)` in a process that joined through a cluster engine: it was not
+# started by the session, and its hello carries `_about()` (what source it runs).
+_role: str | None = None
+_about: Callable[[], dict] | None = None
+_joined: tuple[str, str] | None = None  # (address, secret) given to start(), for a fork
+_connected = threading.Event()  # set while connected to the dev server
 
 
 def running() -> bool:
     return _thread is not None and _thread.is_alive()
 
 
-def start() -> bool:
-    """Start the client thread if the environment names a dev server; True if started."""
-    global _thread, _fork_hook
-    address = os.environ.get("HOTPATCH_ADDRESS")
-    secret = os.environ.get("HOTPATCH_SECRET")
+def role() -> str | None:
+    """The role this process joined the session in ("ray worker"...), None for a process
+    the session started."""
+    return _role
+
+
+def wait_connected(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the client to be connected; True if it is."""
+    return _connected.wait(timeout)
+
+
+def start(
+    address: str | None = None,
+    secret: str | None = None,
+    *,
+    role: str | None = None,
+    about: Callable[[], dict] | None = None,
+) -> bool:
+    """Start the client thread if the environment (or the arguments) name a dev server;
+    True if started. `role` and `about` are for processes that joined through a cluster
+    engine (see the module docstring); a client already running keeps its connection
+    and says them in its next hello."""
+    global _thread, _fork_hook, _role, _about, _joined
+    if address and secret:
+        _joined = address, secret
+    address = address or os.environ.get("HOTPATCH_ADDRESS")
+    secret = secret or os.environ.get("HOTPATCH_SECRET")
     if not address or not secret:
         return False
+    if role is not None:
+        _role, _about = role, about
     # Everything the thread will need is imported here, on the calling thread: a thread
     # importing `typing` while the app's main thread is half-way through importing it
     # shows the app a partially initialised module.
@@ -69,27 +108,38 @@ def _after_fork() -> None:
     global _thread, _channel, _lock
     _thread = None
     _lock = threading.Lock()  # another thread of the parent may have held it
+    _connected.clear()
     if _channel is not None:
         try:
             _channel.sock.close()
         except OSError:
             pass
         _channel = None
-    start()
+    start(*(_joined or ()))
 
 
 def _run(address: str, secret: bytes) -> None:
     global _channel
     delay = 0.05
+    said = False  # a worker says once that it cannot reach the session (it keeps trying)
     while True:
         try:
             channel = connect(address, secret)
-        except OSError:
+        except OSError as exc:
+            if _role is not None and not said:
+                said = True
+                log.warning(
+                    "hotpatch: %s cannot reach the dev session at %s (%s); retrying",
+                    _role,
+                    address,
+                    exc,
+                )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
         delay = 0.05
         _channel = channel
+        _connected.set()
         try:
             _serve(channel)
         except (ProtocolError, ValueError) as exc:
@@ -97,6 +147,7 @@ def _run(address: str, secret: bytes) -> None:
         except (EOFError, OSError):
             pass
         finally:
+            _connected.clear()
             _channel = None
             channel.close()
         time.sleep(delay)
@@ -104,14 +155,20 @@ def _run(address: str, secret: bytes) -> None:
 
 def _hello() -> bytes:
     main = sys.modules.get("__main__")
-    return json.dumps(
-        {
-            "pid": os.getpid(),
-            "build": _jumptable.current_build(),
-            "main": getattr(main, "__file__", None),
-            "argv": sys.argv,
-        }
-    ).encode()
+    hello = {
+        "pid": os.getpid(),
+        "build": _jumptable.current_build(),
+        "main": getattr(main, "__file__", None),
+        "argv": sys.argv,
+    }
+    if _role is not None:
+        hello["role"] = _role
+        if _about is not None:
+            try:
+                hello.update(_about())
+            except Exception:  # boundary: a hello without it still joins the session
+                log.exception("hotpatch: could not describe this worker")
+    return json.dumps(hello).encode()
 
 
 def _serve(channel: Channel) -> None:

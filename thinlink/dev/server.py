@@ -33,12 +33,37 @@ class Client:
     pid: int = 0
     build: str | None = None
     main: str | None = None
+    # A cluster worker ("ray worker", "dask worker"; None for the app's own processes),
+    # its host, and what it runs: {module: source digest} imported, and on its disk.
+    role: str | None = None
+    host: str | None = None
+    modules: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     reports: queue.Queue = field(default_factory=queue.Queue)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send_patch(self, bundle: bytes) -> None:
         with self.send_lock:
             self.channel.send(PATCH, bundle)
+
+    def label(self) -> str:
+        """How the session names it: "pid 12", "ray worker pid 12 on host"."""
+        where = f" on {self.host}" if self.host else ""
+        return f"{self.role} pid {self.pid}{where}" if self.role else f"pid {self.pid}"
+
+    def annotate(self, report: dict) -> dict:
+        """`report` with who sent it (role, host) for the session's summary."""
+        if self.role:
+            report.setdefault("role", self.role)
+            report.setdefault("host", self.host)
+        report.setdefault("pid", self.pid)
+        return report
+
+
+def _digests(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 class DevServer:
@@ -104,7 +129,14 @@ class DevServer:
             if not isinstance(hello, dict):
                 raise ValueError("the hello is not a JSON object")
             client = Client(
-                channel, int(hello.get("pid") or 0), hello.get("build"), hello.get("main")
+                channel,
+                int(hello.get("pid") or 0),
+                hello.get("build"),
+                hello.get("main"),
+                role=str(hello["role"]) if hello.get("role") else None,
+                host=str(hello["host"]) if hello.get("host") else None,
+                modules=_digests(hello.get("modules")),
+                files=_digests(hello.get("files")),
             )
         except (ProtocolError, ValueError, TypeError, EOFError, OSError) as exc:
             log.warning("thinlink: dropped a connection: %s", exc)
@@ -145,9 +177,10 @@ class DevServer:
         try:
             report = client.reports.get(timeout=timeout)
         except queue.Empty:
-            return {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
+            return client.annotate({"error": f"no report within {timeout:.0f}s"})
         if report is not None:
             client.build = report.get("build", client.build)
+            client.annotate(report)
         return report
 
     def broadcast(
@@ -156,7 +189,9 @@ class DevServer:
         """Send a bundle to every connected process; their reports (in any order).
 
         With `base` (the bundle's base build), only to the processes at that build (or
-        at none): one that joined at another is left to its catch-up patch.
+        at none): one that joined at another is left to its catch-up patch. A process
+        that leaves before it reports counts as `{"left": True}`, one that takes longer
+        than `timeout` as an error; each report says who sent it (`Client.annotate`).
         """
         clients = [c for c in self.connected() if base is None or c.build in (None, base)]
         for client in clients:
@@ -169,10 +204,12 @@ class DevServer:
             try:
                 report = client.reports.get(timeout=timeout)
             except queue.Empty:
-                report = {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
-            if report is not None:
+                report = {"error": f"no report within {timeout:.0f}s"}
+            if report is None:
+                report = {"left": True}
+            else:
                 client.build = report.get("build", client.build)
-                reports.append(report)
+            reports.append(client.annotate(report))
         return reports
 
     def close(self) -> None:
