@@ -44,6 +44,7 @@ _role: str | None = None
 _about: Callable[[], dict] | None = None
 _joined: tuple[str, str] | None = None  # (address, secret) given to start(), for a fork
 _connected = threading.Event()  # set while connected to the dev server
+_send_lock = threading.Lock()  # the client thread and `_introduce` both send
 
 
 def running() -> bool:
@@ -81,6 +82,7 @@ def start(
         return False
     if role is not None:
         _role, _about = role, about
+        _introduce()  # a client already connected says it again, with its role
     # Everything the thread will need is imported here, on the calling thread: a thread
     # importing `typing` while the app's main thread is half-way through importing it
     # shows the app a partially initialised module.
@@ -171,8 +173,20 @@ def _hello() -> bytes:
     return json.dumps(hello).encode()
 
 
+def _introduce() -> None:
+    channel = _channel
+    if channel is None:
+        return  # not connected: the next connection's hello says it
+    try:
+        with _send_lock:
+            channel.send(HELLO, _hello())
+    except OSError:
+        pass  # the client thread sees the connection end, and reconnects
+
+
 def _serve(channel: Channel) -> None:
-    channel.send(HELLO, _hello())
+    with _send_lock:
+        channel.send(HELLO, _hello())
     while True:
         kind, payload = channel.receive()
         if kind == BYE:
@@ -181,7 +195,9 @@ def _serve(channel: Channel) -> None:
             raise ProtocolError(f"unexpected frame kind {kind} from the server")
         received = time.perf_counter()
         pending = _jumptable.deliver(payload)
-        channel.send(REPORT, json.dumps(_report(pending, received)).encode())
+        report = json.dumps(_report(pending, received)).encode()
+        with _send_lock:
+            channel.send(REPORT, report)
 
 
 def _report(pending: _jumptable.PendingPatch, received: float) -> dict:

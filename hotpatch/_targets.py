@@ -9,8 +9,9 @@ installed wheel), at another path: matched by name, where the worker's name is t
 build's or a dotted tail of it (`tasks` for `app.tasks`) and the file names agree. A
 module matched by name is patched only if it proves to run the patch's base source
 (`hotpatch.provenance`; see `_apply._check_bases`), so a wrong match is refused, never
-applied; to keep third-party modules that share a project module's name out of it,
-only modules whose source provenance knows or tracks are matched by name.
+applied; to keep third-party modules that share a tail of a project module's name out
+of it (`config` for `app.config`), a tail matches only modules whose source provenance
+knows or tracks.
 
 A patch for a module the process has not imported is not lost: in a process that tracks
 its imports (a cluster worker) it waits here, keyed by the source it starts from, and
@@ -84,7 +85,9 @@ def live_modules(patch: ModulePatch) -> list[tuple[ModuleType, bool]]:
 
 
 def _copies(patch: ModulePatch) -> list[ModuleType]:
-    """Live modules running another copy of the patch's file, found by name."""
+    """Live modules running another copy of the patch's file, found by name: the build's
+    name (whatever module has it is what this process runs under it), or a dotted tail of
+    it for a module whose source provenance knows or tracks (a tail is a common name)."""
     parts = patch.name.split(".")
     base = os.path.basename(patch.path) if patch.path else None
     found = []
@@ -95,7 +98,7 @@ def _copies(patch: ModulePatch) -> list[ModuleType]:
             isinstance(module, ModuleType)
             and isinstance(file, str)
             and os.path.basename(file) == base
-            and (provenance.digest_of(file) is not None or provenance.tracks(file))
+            and (start == 0 or provenance.digest_of(file) is not None or provenance.tracks(file))
         ):
             found.append(module)
     return found

@@ -59,9 +59,7 @@ def setup_worker() -> None:
     if settings is None:
         return
     try:
-        from ray._private.worker import global_worker
-
-        global_worker.set_load_code_from_local(True)
+        _load_code_from_modules()
     except (ImportError, AttributeError) as exc:  # another Ray: say what it means
         log.warning(
             "hotpatch: this Ray cannot load task code from the worker's modules (%s); "
@@ -69,6 +67,36 @@ def setup_worker() -> None:
             exc,
         )
     join(settings, "ray worker")
+
+
+def _load_code_from_modules() -> None:
+    """Have this worker take remote functions and actor classes from its modules.
+
+    Ray does so for a job with a `code_search_path`, by a flag it sets on the worker at
+    its first task; the flag is kept on here. A name in the driver's script, or in a
+    module this worker cannot import, comes from the driver's pickle as before (Ray's
+    own fallback, which the lookup's errors would otherwise stop)."""
+    from ray._private.worker import global_worker
+
+    def keep_on(
+        flag: bool, _set: Callable[[bool], None] = global_worker.set_load_code_from_local
+    ) -> None:
+        _set(True)
+
+    manager = global_worker.function_actor_manager
+    load = manager.load_function_or_class_from_local
+
+    def load_from_module(module_name: str, name: str) -> object:
+        if module_name == "__main__":
+            return None  # here that is Ray's worker script, not the driver's
+        try:
+            return load(module_name, name)
+        except Exception:  # boundary: any import error means "not here", as in Ray
+            return None
+
+    global_worker.set_load_code_from_local = keep_on
+    manager.load_function_or_class_from_local = load_from_module
+    keep_on(True)
 
 
 class SetupChain:

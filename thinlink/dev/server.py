@@ -46,6 +46,24 @@ class Client:
         with self.send_lock:
             self.channel.send(PATCH, bundle)
 
+    def introduce(self, hello: bytes) -> None:
+        """Take in a hello (JSON: pid, build, main; a cluster worker's role, host,
+        modules and files). Raises ValueError for a malformed one: an authenticated peer
+        can still send one, and its connection is then dropped with one log line."""
+        said = json.loads(hello)
+        if not isinstance(said, dict):
+            raise ValueError("the hello is not a JSON object")
+        try:
+            self.pid = int(said.get("pid") or 0)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the hello's pid is not a number: {exc}") from None
+        self.build = said.get("build")
+        self.main = said.get("main")
+        self.role = str(said["role"]) if said.get("role") else None
+        self.host = str(said["host"]) if said.get("host") else None
+        self.modules = _digests(said.get("modules"))
+        self.files = _digests(said.get("files"))
+
     def label(self) -> str:
         """How the session names it: "pid 12", "ray worker pid 12 on host"."""
         where = f" on {self.host}" if self.host else ""
@@ -123,21 +141,8 @@ class DevServer:
             kind, payload = channel.receive()
             if kind != HELLO:
                 raise ProtocolError("the first frame must be a hello")
-            hello = json.loads(payload)
-            # An authenticated peer can still send a malformed hello: refuse it here, where
-            # the connection is dropped with one log line.
-            if not isinstance(hello, dict):
-                raise ValueError("the hello is not a JSON object")
-            client = Client(
-                channel,
-                int(hello.get("pid") or 0),
-                hello.get("build"),
-                hello.get("main"),
-                role=str(hello["role"]) if hello.get("role") else None,
-                host=str(hello["host"]) if hello.get("host") else None,
-                modules=_digests(hello.get("modules")),
-                files=_digests(hello.get("files")),
-            )
+            client = Client(channel)
+            client.introduce(payload)
         except (ProtocolError, ValueError, TypeError, EOFError, OSError) as exc:
             log.warning("thinlink: dropped a connection: %s", exc)
             conn.close()
@@ -151,6 +156,8 @@ class DevServer:
                 kind, payload = channel.receive()
                 if kind == REPORT:
                     client.reports.put(json.loads(payload))
+                elif kind == HELLO:  # said again: it joined a cluster engine meanwhile
+                    client.introduce(payload)
                 elif kind == BYE:
                     break
         except (ProtocolError, ValueError) as exc:
