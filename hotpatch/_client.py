@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # see hotpatch/__init__.py: the start-up path stays off t
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["role", "running", "start", "wait_connected"]
+__all__ = ["role", "running", "start", "wait_answered", "wait_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ _about: Callable[[], dict] | None = None
 _joined: tuple[str, str] | None = None  # (address, secret) given to start(), for a fork
 _connected = threading.Event()  # set while connected to the dev server
 _send_lock = threading.Lock()  # the client thread and `_introduce` both send
+_answered = threading.Event()  # set once a patch (a worker's catch-up) has been handled
 
 
 def running() -> bool:
@@ -60,6 +61,12 @@ def role() -> str | None:
 def wait_connected(timeout: float) -> bool:
     """Wait up to `timeout` seconds for the client to be connected; True if it is."""
     return _connected.wait(timeout)
+
+
+def wait_answered(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the first patch from the session to be handled
+    (the session answers a cluster worker's hello with its catch-up); True if it was."""
+    return _answered.wait(timeout)
 
 
 def start(
@@ -111,6 +118,7 @@ def _after_fork() -> None:
     _thread = None
     _lock = threading.Lock()  # another thread of the parent may have held it
     _connected.clear()
+    _answered.clear()
     if _channel is not None:
         try:
             _channel.sock.close()
@@ -198,6 +206,7 @@ def _serve(channel: Channel) -> None:
         report = json.dumps(_report(pending, received)).encode()
         with _send_lock:
             channel.send(REPORT, report)
+        _answered.set()
 
 
 def _report(pending: _jumptable.PendingPatch, received: float) -> dict:

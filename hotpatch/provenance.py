@@ -129,8 +129,10 @@ class TrackingFinder:
         return spec
 
     def loader_for(self, fullname: str, origin: str) -> TrackingLoader | None:
-        """A `TrackingLoader` for the source file `origin` if it is under the roots."""
-        if not os.path.realpath(origin).startswith(self.roots):
+        """A `TrackingLoader` for the source file `origin` if it is under the roots (and
+        not the runtime's own: hotpatch loads its modules while loading one)."""
+        real = os.path.realpath(origin)
+        if not real.startswith(self.roots) or real.startswith(_RUNTIME):
             return None
         try:
             with open(origin, "rb") as f:
@@ -157,6 +159,9 @@ def roots() -> tuple[str, ...]:
     """The tracked roots (real paths, each ending with a separator); empty when off."""
     finder = _finder
     return () if finder is None else finder.roots
+
+
+_RUNTIME = os.path.join(os.path.dirname(os.path.realpath(__file__)), "")
 
 
 def track(roots: list[str]) -> TrackingFinder:

@@ -12,10 +12,12 @@ workers that join later too). The session's secret travels only that way: in the
 engine's job configuration or plugin, never on a command line.
 
 What a worker does (`join`): it records the source of the project modules it imports
-from now on (`provenance.track` on its copy of the project) and vouches for those it
-imported before (`provenance.adopt`), connects to the dev server (over TCP from another
-host) and says hello with what it runs: `modules`, the digest of each project module
-imported, and `files`, the digest of each project file on its disk not imported yet.
+from now on (`provenance.track` on its copy of the project: the app's project root when
+the worker sees it, the engine's copy, and the entries of its `sys.path` outside the
+interpreter's own) and vouches for those it imported before (`provenance.adopt`),
+connects to the dev server (over TCP from another host) and says hello with what it
+runs: `modules`, the digest of each project module imported, and `files`, the digest
+of each project file on its disk.
 The session brings it up to date from there; from then on it receives every patch.
 Its copy of a module takes a patch only where the source it runs is the patch's base
 (else it refuses, and the session says so); a patch for a module it has not imported
@@ -32,8 +34,9 @@ import logging
 import os
 import socket
 import sys
+import time
 
-from .. import _client, provenance
+from .. import _client, _jumptable, provenance
 
 __all__ = ["JOIN_VARIABLE", "join", "settings_from_environment", "worker_settings"]
 
@@ -43,6 +46,7 @@ _MAX_FILES = 5000  # a project file walk stops there (a checkout with a data tre
 _SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages", "dist-packages", "build"}
 
 log = logging.getLogger(__name__)
+_roots: list[str] = []  # the tracked roots, in the order a module is looked for in them
 
 
 def worker_settings(working_dir: bool = False) -> dict[str, object] | None:
@@ -78,10 +82,13 @@ def join(settings: dict[str, object], role: str, wait: float = 0.0) -> bool:
     address, secret = settings.get("address"), settings.get("secret")
     if not isinstance(address, str) or not isinstance(secret, str):
         return False
-    roots = [r for r in settings.get("roots") or () if isinstance(r, str) and os.path.isdir(r)]
+    given = [r for r in settings.get("roots") or () if isinstance(r, str)]
     if settings.get("working_dir"):
-        roots.append(os.getcwd())  # the engine started the worker in its copy
-    roots = list(dict.fromkeys(os.path.realpath(r) for r in roots))
+        given.append(os.getcwd())  # the engine started the worker in its copy
+    # Its import path first: where a module is found first is the copy it imports.
+    roots = [*_search_roots(), *given]
+    roots = list(dict.fromkeys(os.path.realpath(r) for r in roots if os.path.isdir(r)))
+    _roots[:] = roots
     if roots:
         provenance.track(roots)
         for module in list(sys.modules.values()):
@@ -89,7 +96,37 @@ def join(settings: dict[str, object], role: str, wait: float = 0.0) -> bool:
             if isinstance(file, str) and provenance.tracks(file):
                 provenance.adopt(module)
     started = _client.start(address, secret, role=role, about=describe)
-    return started and (not wait or _client.wait_connected(wait))
+    if not started or not wait:
+        return started
+    # The session answers a worker's hello with its catch-up: waited for, so that the
+    # worker's first task runs the session's code (bounded: it may be busy patching).
+    deadline = time.monotonic() + wait
+    if not _client.wait_connected(wait):
+        return False
+    if _jumptable.current_build() is None:
+        _client.wait_answered(max(deadline - time.monotonic(), 0.0))
+    return True
+
+
+def _search_roots() -> list[str]:
+    """The entries of `sys.path` a worker may import its copy of the project from: not
+    the interpreter's own (the standard library, site-packages), nor the current
+    directory, which may be anything."""
+    import sysconfig
+
+    installed = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    installed |= {p for p in sysconfig.get_paths().values() if p}
+    installed = {os.path.join(os.path.realpath(p), "") for p in installed}
+    # Where hotpatch itself was found (a checkout of thinlink, installed editable).
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "")
+    found = []
+    for entry in sys.path:
+        if entry in ("", ".") or not os.path.isdir(entry):
+            continue
+        real = os.path.join(os.path.realpath(entry), "")
+        if not real.startswith(tuple(installed)) and real != tool:
+            found.append(entry)
+    return found
 
 
 def describe() -> dict[str, object]:
@@ -110,7 +147,7 @@ def _file_digests() -> dict[str, str]:
     from ..image import source_digest
 
     found: dict[str, str] = {}
-    for root in provenance.roots():
+    for root in _roots:
         for folder, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS]
             for file in files:

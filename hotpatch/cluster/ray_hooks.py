@@ -33,6 +33,7 @@ __all__ = ["SetupChain", "runtime_env", "setup_worker"]
 
 log = logging.getLogger(__name__)
 _SETUP_HOOK = f"{__name__}.setup_worker"
+_JOIN_WAIT = 3.0  # seconds a starting worker waits for the session (milliseconds, usually)
 
 
 def runtime_env(env: dict[str, Any] | None) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def setup_worker() -> None:
             "remote functions and actors keep the code they were first sent with",
             exc,
         )
-    join(settings, "ray worker")
+    join(settings, "ray worker", wait=_JOIN_WAIT)
 
 
 def _load_code_from_modules() -> None:

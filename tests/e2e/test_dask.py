@@ -51,9 +51,10 @@ def main():
     else:
         client = Client(sys.argv[1])
     client.wait_for_workers(int(sys.argv[2]))
-    workers = sorted(client.scheduler_info()["workers"])
-    print("ready", len(workers), flush=True)
-    for _ in sys.stdin:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        client.wait_for_workers(int(line))
+        workers = sorted(client.scheduler_info()["workers"])
         # One task on each worker, so that every worker shows what it runs.
         futures = [client.submit(work.step, 0, workers=[w], pure=False) for w in workers]
         print(json.dumps(dict(zip(workers, client.gather(futures)))), flush=True)
@@ -69,16 +70,16 @@ def project(root: Path) -> Path:
     return root
 
 
-def check_edit_reaches_every_worker(app, root: Path, workers: int) -> None:  # noqa: ANN001
+def check_edit_reaches_every_worker(app, root: Path, workers: int) -> str:  # noqa: ANN001
     app.wait_out(r"^ready", timeout=60)
-    before = ask(app)
+    before = ask(app, str(workers))
     assert len(before) == workers
     assert {r["version"] for r in before.values()} == {"v1"}
     since = len(app.err.lines)
     edit(root / "work.py", '"version": "v1"', '"version": "v2"')
     line = wait_for_patch(app, since)
     assert "patched step" in line
-    after = ask(app)
+    after = ask(app, str(workers))
     assert {r["version"] for r in after.values()} == {"v2"}, after
     for worker, result in after.items():
         assert result["pid"] == before[worker]["pid"]  # the same processes ...
@@ -128,9 +129,18 @@ def test_workers_started_beforehand_with_the_dask_command_line_are_patched(
     address = start_scheduler(processes, tmp_path, root)
     for n in range(2):
         start_worker(processes, tmp_path, address, root, n)
+    original = tmp_path / "original"  # the project as the session started it
+    write(original, {"work.py": WORK})
     app = dev_apps(root, "app.py", address, "2", stdin=subprocess.PIPE)
     line = check_edit_reaches_every_worker(app, root, 2)
     assert "2 cluster workers" in line and "refused" not in line
+    # A worker that joins later, from a copy of the project as it was: brought up to date.
+    start_worker(processes, tmp_path, address, original, 2)
+    latest = ask(app, "3")
+    assert len(latest) == 3 and {r["version"] for r in latest.values()} == {"v2"}, (
+        latest,
+        app.transcript(),
+    )
 
 
 def test_a_worker_with_another_copy_of_the_module_refuses_and_the_session_says_so(
@@ -144,13 +154,13 @@ def test_a_worker_with_another_copy_of_the_module_refuses_and_the_session_says_s
     start_worker(processes, tmp_path, address, other, 1)
     app = dev_apps(root, "app.py", address, "2", stdin=subprocess.PIPE)
     app.wait_out(r"^ready", timeout=60)
-    before = ask(app)
+    before = ask(app, "2")
     assert sorted(r["version"] for r in before.values()) == ["copy", "v1"]
     since = len(app.err.lines)
     edit(root / "work.py", '"version": "v1"', '"version": "v2"')
     line = wait_for_patch(app, since)
     assert "2/3 processes" in line, line  # the app and one worker applied it ...
     assert "1 refused (dask worker pid" in line and "work: refused: this process runs" in line
-    after = ask(app)
+    after = ask(app, "2")
     assert sorted(r["version"] for r in after.values()) == ["copy", "v2"]  # ... not the other
     assert app.proc.poll() is None and "restarting" not in app.err.text()

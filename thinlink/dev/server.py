@@ -158,6 +158,8 @@ class DevServer:
                     client.reports.put(json.loads(payload))
                 elif kind == HELLO:  # said again: it joined a cluster engine meanwhile
                     client.introduce(payload)
+                    if self.on_hello is not None and client.role and client.build is None:
+                        threading.Thread(target=self.on_hello, args=(client,), daemon=True).start()
                 elif kind == BYE:
                     break
         except (ProtocolError, ValueError) as exc:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import hotpatch
 from hotpatch._apply import no_gc
-from hotpatch.bundle import encode
+from hotpatch.bundle import Bundle, encode
 from hotpatch.protocol import new_secret
 from thinlink.build.builder import Builder, BuildResult
 from thinlink.build.image import ensure_image
@@ -467,21 +467,21 @@ class DevSession:
                     f"{', '.join(made.unknown)} this session never built: patches of it "
                     "will be refused there until the worker restarts on the project's source"
                 )
-            if made.patch is None:
-                if self.verbose:
-                    console.info(f"{_now()} {client.label()} joined at {current.build_id}")
-                return
-            if made.patch.bundle.needs_restart:
+            # Always answered (with nothing to change, if so): the worker waits for it
+            # before its first task, and takes the build id from it.
+            bundle = Bundle(f"worker-{client.pid}", current.build_id)
+            if made.patch is not None and made.patch.bundle.needs_restart:
                 reason = made.patch.bundle.needs_restart
                 console.warning(
                     f"{_now()} {client.label()} is behind and needs a restart: {reason}"
                 )
-                return
-            report = self.server.send(client, encode(made.patch.bundle))
+            elif made.patch is not None:
+                bundle = made.patch.bundle
+            report = self.server.send(client, encode(bundle))
         if report and report.get("error"):
             console.warning(f"{_now()} catching up {client.label()} failed: {report['error']}")
         elif report and self.verbose:
-            console.info(f"{_now()} {client.label()} caught up to {current.build_id}")
+            console.info(f"{_now()} {client.label()} joined at {current.build_id}")
 
     def _prewarm(self, manifest: Manifest) -> None:
         """Analyse every module now, so the first save of each is as fast as the next."""
