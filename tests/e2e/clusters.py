@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,14 @@ class Namespace:
             self.holder.kill()
             pytest.skip(f"cannot make a private network namespace here: {error.strip()}")
         self.link = os.readlink(f"/proc/{self.holder.pid}/ns/net")
+        self.temp_dirs: list[str] = []
+
+    def temp_dir(self) -> str:
+        """A fresh directory for an engine, removed at `close()` (short: Ray's socket
+        paths under it must fit in a Unix socket address)."""
+        path = tempfile.mkdtemp(prefix="tlray")
+        self.temp_dirs.append(path)
+        return path
 
     def command(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
         """`argv` run inside the namespace."""
@@ -94,6 +103,8 @@ class Namespace:
             time.sleep(0.1)
         self.holder.stdin.close()
         self.holder.wait(10)
+        for path in self.temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class Processes:
