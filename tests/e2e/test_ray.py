@@ -71,7 +71,8 @@ def main():
     ray.get(counter.bump.remote())
     print("ready", flush=True)
     for _ in sys.stdin:
-        runs = {n: ray.get([tasks.where.options(**on(n)).remote(i) for i in range(4)]) for n in nodes}
+        runs = {n: ray.get([tasks.where.options(**on(n)).remote(i) for i in range(4)])
+                for n in nodes}
         print(json.dumps({"counter": ray.get(counter.bump.remote()), "tasks": runs}), flush=True)
 
 
