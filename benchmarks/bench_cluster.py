@@ -382,7 +382,7 @@ def main() -> None:
             }
             rows.append([kind.name, "thinlink dev (save to every worker patched)",
                          f"{stats.median * 1000:.1f}", f"{stats.p95 * 1000:.1f}",
-                         len(stats.samples), "/".join(ours["processes"])])  # fmt: skip
+                         len(stats.samples), ", ".join(ours["processes"])])  # fmt: skip
             rows.append([kind.name, "restart the cluster, app reconnects, every worker answers",
                          f"{restart.median * 1000:.0f}", f"{restart.p95 * 1000:.0f}",
                          len(restart.samples), "state lost"])  # fmt: skip
