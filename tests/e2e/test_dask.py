@@ -9,6 +9,7 @@ worker that runs another copy of the module refuses the patch and the session sa
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ from .clusters import Processes, ask, engine_env, free_port, wait_for_patch
 from .conftest import write
 from .devapp import edit
 
-pytest.importorskip("distributed", reason="the cluster extra is not installed")
+# Looked up, not imported: the engine runs in the test's subprocesses only.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="the cluster extra is not installed"
+)
 
 WORK = """\
 import os
