@@ -12,16 +12,16 @@ added again.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from time import perf_counter, sleep
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
-from . import _jumptable, gcpause, provenance
+from . import _jumptable, _loader, _targets, gcpause, provenance
 from ._conform import Changes, Merge, conform, values_equal
 from ._errors import NeedsRestart, PatchError
 from ._holders import unseen_by_holders
@@ -35,9 +35,9 @@ from .adapters._run import Adapting
 from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
 from .relocation import relocate
 
-__all__ = ["LOCK", "apply", "current_build", "rollback", "set_build"]
+__all__ = ["LOCK", "apply", "apply_waiting", "current_build", "rollback", "set_build"]
 
-LOCK = threading.RLock()  # serialises apply/rollback (re-entrant: a callback may apply)
+LOCK = _targets.LOCK  # serialises apply/rollback (re-entrant: a callback may apply)
 
 _history: list[_Applied] = []
 # Nested-function code this runtime installed, by (qualname, first line): what live closures
@@ -91,8 +91,9 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
             )
         tx = Transaction()
         changes = Changes(warnings=list(bundle.warnings))
-        targets = _dependency_order([(patch, _live_modules(patch)) for patch in bundle.modules])
-        _check_bases(targets)  # before any change: a refused bundle changes nothing
+        matched = [(patch, _targets.live_modules(patch)) for patch in bundle.modules]
+        _check_bases(matched)  # before any change: a refused bundle changes nothing
+        targets = _dependency_order([(p, [m for m, _ in found]) for p, found in matched])
         try:
             adapting = _adapt_start(bundle, targets, tx, timings)
             _apply_modules(targets, tx, changes, timings)
@@ -115,6 +116,25 @@ def _apply(source: Bundle | bytes | str | os.PathLike[str], key: bytes | None) -
         _history.append(_Applied(previous, tx, report, changes.caches))
     _finish(changes.caches, report)
     return report
+
+
+def apply_waiting(module: ModuleType, chain: list[ModulePatch]) -> None:
+    """Apply to `module`, just imported, the patches that came before it was (in order,
+    each from the source the one before leaves). The process stays at its build. One that
+    fails is logged and ends the chain: the module then runs the source it reached, and
+    later patches of it are refused (and say so)."""
+    with LOCK:
+        for patch in chain:
+            build = current_build()
+            try:
+                _apply(Bundle(build or "", build or "", (patch,)), None)  # type: ignore[arg-type]
+            except PatchError as exc:
+                logging.getLogger(__name__).warning(
+                    "hotpatch: %s was imported at an older version and stays there: %s",
+                    module.__name__,
+                    exc,
+                )
+                return
 
 
 def rollback() -> PatchReport:
@@ -189,6 +209,8 @@ def _apply_modules(
         if not modules:
             if _has_changes(patch):
                 changes.skipped.append(patch.name)  # imported later, it loads the new code
+            # ... from the file as it is then, or from another copy: the patch waits for it.
+            _targets.defer(patch, tx)
             continue
         for module in modules:
             if patch.digest is not None and isinstance(module.__file__, str):
@@ -205,23 +227,24 @@ def _apply_modules(
                 raise PatchError(f"{type(exc).__name__}: {exc}", patch.name) from exc
 
 
-def _check_bases(live: list[tuple[ModulePatch, list[ModuleType]]]) -> None:
+def _check_bases(live: list[tuple[ModulePatch, list[tuple[ModuleType, bool]]]]) -> None:
     """Refuse the bundle if a module it patches runs another source than the patch's base.
 
     The build id says which build a process started from, not that every module came
     from it (one edited before its first import did not: its loader recorded what it
     compiled instead); and a process that did not start from a build has only this check.
-    In such a process a module of unknown source is vouched for by `adopt`; in a process
-    started from a build it came with the build (`runpy` made it: a spawned worker's
-    `__mp_main__`)."""
-    on_build = current_build() is not None
+    A module of unknown source is vouched for by `adopt`, unless the process started from
+    a build and the module runs the build's own file (`runpy` made it: the script, a
+    spawned worker's `__mp_main__`). Another copy of the module (matched by name) must
+    always show its source."""
+    on_build = _loader.installed() is not None
     for patch, modules in live:
         if patch.base_digest is None:
             continue
-        for module in modules:
+        for module, by_path in modules:
             file = module.__file__ if isinstance(module.__file__, str) else None
             runs = provenance.digest_of(file) if file else None
-            if runs is None and on_build:
+            if runs is None and on_build and by_path:
                 continue
             if runs is None:
                 runs = provenance.adopt(module)
@@ -232,8 +255,9 @@ def _check_bases(live: list[tuple[ModulePatch, list[ModuleType]]]) -> None:
                 if runs is None
                 else f"source {runs[:12]}"
             )
+            where = "" if by_path else f" from {file}"
             raise PatchError(
-                f"refused: this process runs {what}, the patch starts from source "
+                f"refused: this process runs {what}{where}, the patch starts from source "
                 f"{patch.base_digest[:12]}; restart the process (or import the module again) "
                 "to patch it",
                 patch.name,
@@ -534,32 +558,6 @@ def _dependency_order(
     for i in range(len(targets)):
         visit(i)
     return [targets[i] for i in ordered]
-
-
-def _live_modules(patch: ModulePatch) -> list[ModuleType]:
-    """The live module objects for `patch`: every module running its file, whatever name
-    it was imported under (the build names modules by path from the project root; the app
-    may import `sim` where the build says `examples.loop.sim`; the script runs as
-    `__main__`, and as `__mp_main__` in spawned workers), or else the module of its name."""
-    found: list[ModuleType] = []
-    if patch.path:
-        target = os.path.realpath(patch.path)
-        base = os.path.basename(target)
-        for module in list(sys.modules.values()):
-            file = getattr(module, "__file__", None)
-            if (
-                isinstance(module, ModuleType)
-                and isinstance(file, str)
-                and os.path.basename(file) == base  # cheap filter before resolving links
-                and os.path.realpath(file) == target
-                and all(module is not f for f in found)
-            ):
-                found.append(module)
-    if not found:
-        module = sys.modules.get(patch.name)
-        if isinstance(module, ModuleType) and getattr(module, "__file__", None) is None:
-            found.append(module)
-    return found
 
 
 def _report(build_id: str, changes: Changes, timings: dict[str, float]) -> PatchReport:

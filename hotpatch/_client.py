@@ -7,6 +7,11 @@ thread's next safe point, or at once if the app has none, see `_jumptable.delive
 and answers with the report. If the server goes away it reconnects; after a fork the
 child starts its own client (a thread does not survive a fork). If the session itself has
 died (its process is gone), a process the session started ends (see `lifeline`).
+
+Cluster workers (`hotpatch.cluster`) start it with the session's address and secret
+from the engine rather than the environment, and a `role` ("ray worker", "dask
+worker"): such a process was not started by the session and lives on without it; its
+hello also says what it runs (`about`), for the session to bring it up to date.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import traceback
 from . import _jumptable, lifeline
 from .protocol import BYE, HELLO, PATCH, REPORT, Channel, ProtocolError, connect
 
-__all__ = ["start", "running"]
+TYPE_CHECKING = False  # see hotpatch/__init__.py: the start-up path stays off typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["role", "running", "start", "wait_answered", "wait_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +39,58 @@ _thread: threading.Thread | None = None
 _lock = threading.Lock()
 _fork_hook = False  # registered once per process; a forked child inherits the hook
 _channel: Channel | None = None  # this process's connection, while there is one
+# Set by `start(role=...)` in a process that joined through a cluster engine: it was not
+# started by the session, and its hello carries `_about()` (what source it runs).
+_role: str | None = None
+_about: Callable[[], dict] | None = None
+_joined: tuple[str, str] | None = None  # (address, secret) given to start(), for a fork
+_connected = threading.Event()  # set while connected to the dev server
+_send_lock = threading.Lock()  # the client thread and `_introduce` both send
+_answered = threading.Event()  # set once a patch (a worker's catch-up) has been handled
 
 
 def running() -> bool:
     return _thread is not None and _thread.is_alive()
 
 
-def start() -> bool:
-    """Start the client thread if the environment names a dev server; True if started."""
-    global _thread, _fork_hook
-    address = os.environ.get("HOTPATCH_ADDRESS")
-    secret = os.environ.get("HOTPATCH_SECRET")
+def role() -> str | None:
+    """The role this process joined the session in ("ray worker"...), None for a process
+    the session started."""
+    return _role
+
+
+def wait_connected(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the client to be connected; True if it is."""
+    return _connected.wait(timeout)
+
+
+def wait_answered(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the first patch from the session to be handled
+    (the session answers a cluster worker's hello with its catch-up); True if it was."""
+    return _answered.wait(timeout)
+
+
+def start(
+    address: str | None = None,
+    secret: str | None = None,
+    *,
+    role: str | None = None,
+    about: Callable[[], dict] | None = None,
+) -> bool:
+    """Start the client thread if the environment (or the arguments) name a dev server;
+    True if started. `role` and `about` are for processes that joined through a cluster
+    engine (see the module docstring); a client already running keeps its connection
+    and says them in its next hello."""
+    global _thread, _fork_hook, _role, _about, _joined
+    if address and secret:
+        _joined = address, secret
+    address = address or os.environ.get("HOTPATCH_ADDRESS")
+    secret = secret or os.environ.get("HOTPATCH_SECRET")
     if not address or not secret:
         return False
+    if role is not None:
+        _role, _about = role, about
+        _introduce()  # a client already connected says it again, with its role
     # Everything the thread will need is imported here, on the calling thread: a thread
     # importing `typing` while the app's main thread is half-way through importing it
     # shows the app a partially initialised module.
@@ -77,29 +125,41 @@ def _after_fork() -> None:
     global _thread, _channel, _lock
     _thread = None
     _lock = threading.Lock()  # another thread of the parent may have held it
+    _connected.clear()
+    _answered.clear()
     if _channel is not None:
         try:
             _channel.sock.close()
         except OSError:
             pass
         _channel = None
-    start()
+    start(*(_joined or ()))
 
 
 def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
     global _channel
     delay = 0.05
+    said = False  # a worker says once that it cannot reach the session (it keeps trying)
     while True:
         try:
             channel = connect(address, secret)
-        except OSError:
-            if line is not None and line.session_gone():
+        except OSError as exc:
+            if _role is None and line is not None and line.session_gone():
                 line.end_process()
+            if _role is not None and not said:
+                said = True
+                log.warning(
+                    "hotpatch: %s cannot reach the dev session at %s (%s); retrying",
+                    _role,
+                    address,
+                    exc,
+                )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
             continue
         delay = 0.05
         _channel = channel
+        _connected.set()
         try:
             _serve(channel)
         except (ProtocolError, ValueError) as exc:
@@ -107,6 +167,7 @@ def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
         except (EOFError, OSError):
             pass
         finally:
+            _connected.clear()
             _channel = None
             channel.close()
         # Checked here too, not only when connecting fails: another server may have
@@ -118,18 +179,36 @@ def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
 
 def _hello() -> bytes:
     main = sys.modules.get("__main__")
-    return json.dumps(
-        {
-            "pid": os.getpid(),
-            "build": _jumptable.current_build(),
-            "main": getattr(main, "__file__", None),
-            "argv": sys.argv,
-        }
-    ).encode()
+    hello = {
+        "pid": os.getpid(),
+        "build": _jumptable.current_build(),
+        "main": getattr(main, "__file__", None),
+        "argv": sys.argv,
+    }
+    if _role is not None:
+        hello["role"] = _role
+        if _about is not None:
+            try:
+                hello.update(_about())
+            except Exception:  # boundary: a hello without it still joins the session
+                log.exception("hotpatch: could not describe this worker")
+    return json.dumps(hello).encode()
+
+
+def _introduce() -> None:
+    channel = _channel
+    if channel is None:
+        return  # not connected: the next connection's hello says it
+    try:
+        with _send_lock:
+            channel.send(HELLO, _hello())
+    except OSError:
+        pass  # the client thread sees the connection end, and reconnects
 
 
 def _serve(channel: Channel) -> None:
-    channel.send(HELLO, _hello())
+    with _send_lock:
+        channel.send(HELLO, _hello())
     while True:
         kind, payload = channel.receive()
         if kind == BYE:
@@ -138,7 +217,10 @@ def _serve(channel: Channel) -> None:
             raise ProtocolError(f"unexpected frame kind {kind} from the server")
         received = time.perf_counter()
         pending = _jumptable.deliver(payload)
-        channel.send(REPORT, json.dumps(_report(pending, received)).encode())
+        report = json.dumps(_report(pending, received)).encode()
+        with _send_lock:
+            channel.send(REPORT, report)
+        _answered.set()
 
 
 def _report(pending: _jumptable.PendingPatch, received: float) -> dict:

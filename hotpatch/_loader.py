@@ -143,6 +143,8 @@ class BuildFinder:
         # zip import keeps its own loader.
         if spec is not None and type(spec.loader) is SourceFileLoader:
             loader = self.loader_for(fullname, spec.origin)
+            if loader is None:  # not the build's: tracked all the same if asked for
+                loader = provenance.tracking_loader(fullname, spec.origin)
             if loader is not None:
                 spec.loader = loader
         return spec

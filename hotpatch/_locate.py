@@ -241,6 +241,11 @@ class _Walker:
             if obj.__dict__.get("__module__") == self.module_name:
                 yield type(obj)  # a metaclass defined here
                 yield from list(obj.__dict__.values())
+                # A class made here from one defined here (a framework's subclass standing
+                # in for the user's class, such as Ray's actor classes).
+                yield from [
+                    b for b in obj.__bases__ if b.__dict__.get("__module__") == obj.__module__
+                ]
         elif kind in _DESCRIPTORS:
             yield obj.__func__  # type: ignore[attr-defined]
         elif issubclass(kind, property):
@@ -252,6 +257,8 @@ class _Walker:
             if len(obj) <= _MAX_CONTAINER:  # type: ignore[arg-type]
                 yield from list(obj.values() if kind is dict else obj)  # type: ignore[attr-defined]
         else:
+            if kind.__dict__.get("__module__") == self.module_name:
+                yield kind  # an object of a class made here: the class may hold the user's
             own = _instance_dict(obj)
             if "__wrapped__" in own:  # lru_cache and other wrapper objects
                 if hasattr(obj, "cache_clear"):

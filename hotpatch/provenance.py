@@ -44,7 +44,10 @@ __all__ = [
     "digests",
     "prepare",
     "record",
+    "roots",
     "track",
+    "tracking_loader",
+    "tracks",
     "untrack",
 ]
 
@@ -92,6 +95,17 @@ class TrackingLoader(SourceFileLoader):
         record(path, source_digest(data))
         return code
 
+    def exec_module(self, module: ModuleType) -> None:
+        # Patches that come while the module is not imported, or is being imported, wait
+        # for it (`_targets`) and are applied here, before the import returns.
+        from . import _targets
+
+        _targets.loading.add(id(module))
+        try:
+            super().exec_module(module)
+        finally:
+            _targets.finish_loading(module)
+
 
 def prepare(path: str, data: bytes) -> tuple[bytes, CodeType] | None:
     """`data` (the bytes of the file at `path`) and its code, for a `TrackingLoader`; None
@@ -137,15 +151,44 @@ class TrackingFinder:
     ) -> ModuleSpec | None:
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is not None and type(spec.loader) is SourceFileLoader and spec.origin:
-            if self.tracks(spec.origin):
-                try:
-                    with open(spec.origin, "rb") as f:
-                        prepared = prepare(spec.origin, f.read())
-                except OSError:
-                    prepared = None  # the stock loader raises what python raises
-                if prepared is not None:
-                    spec.loader = TrackingLoader(fullname, spec.origin, prepared)
+            loader = self.loader_for(fullname, spec.origin)
+            if loader is not None:
+                spec.loader = loader
         return spec
+
+    def loader_for(self, fullname: str, origin: str) -> TrackingLoader | None:
+        """A `TrackingLoader` for the source file `origin` if it is under the roots (and
+        not the runtime's own: hotpatch loads its modules while loading one)."""
+        if not self.tracks(origin) or os.path.realpath(origin).startswith(_RUNTIME):
+            return None
+        try:
+            with open(origin, "rb") as f:
+                prepared = prepare(origin, f.read())
+        except OSError:
+            return None  # the stock loader raises what python raises
+        return None if prepared is None else TrackingLoader(fullname, origin, prepared)
+
+
+def tracking_loader(fullname: str, origin: str) -> TrackingLoader | None:
+    """A `TrackingLoader` for `origin` when `track` is on and it is under its roots: for
+    another finder that stands in for `PathFinder` (the build image's)."""
+    finder = _finder
+    return None if finder is None else finder.loader_for(fullname, origin)
+
+
+def tracks(path: str) -> bool:
+    """True when imports from `path` are tracked (see `TrackingFinder.tracks`)."""
+    finder = _finder
+    return finder is not None and finder.tracks(path)
+
+
+def roots() -> tuple[str, ...]:
+    """The tracked roots (real paths, each ending with a separator); empty when off."""
+    finder = _finder
+    return () if finder is None else finder.roots
+
+
+_RUNTIME = os.path.join(os.path.dirname(os.path.realpath(__file__)), "")
 
 
 def track(roots: list[str], accept: Callable[[str], bool] | None = None) -> TrackingFinder:

@@ -12,7 +12,7 @@ import sys
 from _venv import ROOT, ensure_venv
 
 if __name__ == "__main__":
-    python = ensure_venv("test")
+    python = ensure_venv("test,cluster")
     args = [str(python), "-m", "pytest", *(sys.argv[1:] or ["-q"])]
     sys.exit(
         subprocess.run(

@@ -67,12 +67,55 @@ class Client:
     pid: int = 0
     build: str | None = None
     main: str | None = None
+    # A cluster worker ("ray worker", "dask worker"; None for the app's own processes),
+    # its host, and what it runs: {module: source digest} imported, and on its disk.
+    role: str | None = None
+    host: str | None = None
+    modules: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     reports: queue.Queue = field(default_factory=queue.Queue)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send_patch(self, bundle: bytes) -> None:
         with self.send_lock:
             self.channel.send(PATCH, bundle)
+
+    def introduce(self, hello: bytes) -> None:
+        """Take in a hello (JSON: pid, build, main; a cluster worker's role, host,
+        modules and files). Raises ValueError for a malformed one: an authenticated peer
+        can still send one, and its connection is then dropped with one log line."""
+        said = json.loads(hello)
+        if not isinstance(said, dict):
+            raise ValueError("the hello is not a JSON object")
+        try:
+            self.pid = int(said.get("pid") or 0)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the hello's pid is not a number: {exc}") from None
+        self.build = said.get("build")
+        self.main = said.get("main")
+        self.role = str(said["role"]) if said.get("role") else None
+        self.host = str(said["host"]) if said.get("host") else None
+        self.modules = _digests(said.get("modules"))
+        self.files = _digests(said.get("files"))
+
+    def label(self) -> str:
+        """How the session names it: "pid 12", "ray worker pid 12 on host"."""
+        where = f" on {self.host}" if self.host else ""
+        return f"{self.role} pid {self.pid}{where}" if self.role else f"pid {self.pid}"
+
+    def annotate(self, report: dict) -> dict:
+        """`report` with who sent it (role, host) for the session's summary."""
+        if self.role:
+            report.setdefault("role", self.role)
+            report.setdefault("host", self.host)
+        report.setdefault("pid", self.pid)
+        return report
+
+
+def _digests(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 @dataclass(eq=False)
@@ -227,14 +270,8 @@ class DevServer:
             kind, payload = frame
             if kind != HELLO:
                 raise ProtocolError("the first frame must be a hello")
-            hello = json.loads(payload)
-            # An authenticated peer can still send a malformed hello: refuse it here, where
-            # the connection is dropped with one log line.
-            if not isinstance(hello, dict):
-                raise ValueError("the hello is not a JSON object")
-            client = Client(
-                hs.channel, int(hello.get("pid") or 0), hello.get("build"), hello.get("main")
-            )
+            client = Client(hs.channel)
+            client.introduce(payload)
         except (ProtocolError, ValueError, TypeError, EOFError) as exc:
             self._drop(selector, pending, hs, str(exc))
             return
@@ -279,6 +316,10 @@ class DevServer:
                     if not isinstance(report, dict):
                         raise ValueError("the report is not a JSON object")
                     client.reports.put(report)
+                elif kind == HELLO:  # said again: it joined a cluster engine meanwhile
+                    client.introduce(payload)
+                    if self.on_hello is not None and client.role and client.build is None:
+                        threading.Thread(target=self.on_hello, args=(client,), daemon=True).start()
                 elif kind == BYE:
                     break
         except (ProtocolError, ValueError) as exc:
@@ -305,9 +346,10 @@ class DevServer:
         try:
             report = client.reports.get(timeout=timeout)
         except queue.Empty:
-            return {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
+            return client.annotate({"error": f"no report within {timeout:.0f}s"})
         if report is not None:
             client.build = report.get("build", client.build)
+            client.annotate(report)
         return report
 
     def broadcast(
@@ -316,7 +358,9 @@ class DevServer:
         """Send a bundle to every connected process; their reports (in any order).
 
         With `base` (the bundle's base build), only to the processes at that build (or
-        at none): one that joined at another is left to its catch-up patch.
+        at none): one that joined at another is left to its catch-up patch. A process
+        that leaves before it reports counts as `{"left": True}`, one that takes longer
+        than `timeout` as an error; each report says who sent it (`Client.annotate`).
         """
         clients = [c for c in self.connected() if base is None or c.build in (None, base)]
         for client in clients:
@@ -329,10 +373,12 @@ class DevServer:
             try:
                 report = client.reports.get(timeout=timeout)
             except queue.Empty:
-                report = {"pid": client.pid, "error": f"no report within {timeout:.0f}s"}
-            if report is not None:
+                report = {"error": f"no report within {timeout:.0f}s"}
+            if report is None:
+                report = {"left": True}
+            else:
                 client.build = report.get("build", client.build)
-                reports.append(report)
+            reports.append(client.annotate(report))
         return reports
 
     def close(self) -> None:

@@ -19,6 +19,10 @@ started from the same thread (`Launcher`), and the session's private directory
 Every thread of the session other than the main one reports what goes wrong in one
 line and carries on (a full disk while writing the session image, the cache or the
 watcher failing): the app keeps running on its last good code.
+
+Ray and Dask workers join through their engine (`cluster`, `hotpatch.cluster`), run
+their own copy of the project, and are brought up to date from the source their hello
+says they run.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import hotpatch
 from hotpatch import lifeline
-from hotpatch.bundle import encode
+from hotpatch.bundle import Bundle, encode
 from hotpatch.gcpause import paused as gc_paused
 from hotpatch.protocol import new_secret
 from thinlink.build.builder import Builder, BuildResult
@@ -48,6 +52,7 @@ from thinlink.config import DevSettings
 from thinlink.errors import ThinlinkError
 from thinlink.patches.make import make_patch
 
+from . import cluster
 from .launcher import Launcher
 from .rundir import RunDir
 from .server import Client, DevServer
@@ -195,6 +200,7 @@ class DevSession:
         package_root = str(Path(hotpatch.__file__).parent.parent)
         paths = [_SITE, package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env.update(cluster.environment(env, self.server.address, str(self.builder.root)))
         return env
 
     def _start_app(self) -> None:
@@ -382,25 +388,30 @@ class DevSession:
         return result, paths
 
     def _settle_reports(self, reports: list[dict], new: Manifest) -> bool:
-        """Take in the processes' reports of a patch to `new`; True if every process
-        applied it. Where none did, the app stays at its build; where some did, only a
-        restart brings the processes to one build again."""
-        failed = [r for r in reports if r.get("error")]
-        refused = [r for r in reports if not r.get("error") and r.get("needs_restart")]
-        for report in failed:
+        """Take in the processes' reports of a patch to `new`; True if every process of
+        the app applied it. Where none did, the app stays at its build; where some did,
+        only a restart brings the processes to one build again. Cluster workers that
+        refuse (they run other source) are reported and left out: the app goes on."""
+        outcome = cluster.Outcome.of(reports)
+        for report in outcome.failed:
             console.error(f"{_now()} patch failed in pid {report.get('pid')}: {report['error']}")
             if report.get("traceback") and self.verbose:
                 console.error(report["traceback"])
-        applied = len(reports) - len(failed) - len(refused)
-        if reports and not applied:
-            if refused and not failed:
-                self._needs_restart(refused[0]["needs_restart"])
+        for report in outcome.refused:
+            console.warning(
+                f"{_now()} {cluster.describe(report)} refused the patch: {report['error']}"
+            )
+        applied = len(outcome.applied)
+        if outcome.answered and not applied:
+            if outcome.needs_restart and not outcome.failed:
+                self._needs_restart(outcome.needs_restart[0]["needs_restart"])
             return False  # rolled back or refused everywhere: nothing changed
         self.current = new
         self._background("writing the session image", self._write_image, new)
-        if applied < len(reports):
+        if outcome.failed or outcome.needs_restart:
+            own = outcome.answered - len(outcome.refused)
             self._needs_restart(
-                f"the patch was applied in {applied} of {len(reports)} processes only"
+                f"the patch was applied in {applied - outcome.workers()} of {own} processes only"
             )
             return False
         return True
@@ -424,24 +435,35 @@ class DevSession:
         shown = ", ".join(dict.fromkeys(names)) or "no functions"
         if len(shown) > 70:
             shown = shown[:67] + "..."
-        apply_ms = max((r.get("apply_ms", 0.0) for r in reports), default=0.0)
+        outcome = cluster.Outcome.of(reports)
+        slowest = outcome.slowest()
+        apply_ms = slowest.get("apply_ms", 0.0) if slowest else 0.0
         total = (done - started) * 1000
         rebuild = (built - started) * 1000
         send = max(total - rebuild - apply_ms, 0.0)
         connected = len(self.server.connected())
         # A module no process has imported is not patched anywhere (it loads the new
         # code when imported): said, so that "patched" never claims what did not happen.
-        skipped = set.intersection(*(set(r.get("skipped", ())) for r in reports or [{}]))
-        unused = f"; not imported by any process: {', '.join(sorted(skipped))}" if skipped else ""
+        answered = [r for r in reports if not r.get("left") and not r.get("error")]
+        skipped = set.intersection(*(set(r.get("skipped", ())) for r in answered or [{}]))
+        notes = outcome.notes()
+        if skipped:
+            notes.append(f"not imported by any process: {', '.join(sorted(skipped))}")
         # What adapters rebuilt, and where a signature change may not be seen (named on
         # the line itself: never a bare "patched" over a holder that may be stale).
         adapted = _merged(reports, "adapted")
         unseen = _merged(reports, "unseen")
         holders = dict.fromkeys(m.group(1) for u in unseen if (m := _HELD_BY.search(u)))
-        caveat = f"; may not be seen by {', '.join(holders)}" if holders else ""
+        if holders:
+            notes.append(f"may not be seen by {', '.join(holders)}")
+        workers = outcome.workers()
+        counted = f"{len(outcome.applied)}/{max(connected, outcome.answered)} processes"
+        if workers:
+            counted += f" ({workers} cluster workers; slowest {cluster.describe(slowest)})"
         console.success(
-            f"{_now()} patched {shown}: {len(reports)}/{connected} processes in {total:.1f} ms "
-            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f}){unused}{caveat}"
+            f"{_now()} patched {shown}: {counted} in {total:.1f} ms "
+            f"(rebuild {rebuild:.1f}, send {send:.1f}, apply {apply_ms:.1f})"
+            + "".join(f"; {note}" for note in notes)
         )
         for line in adapted:
             console.info(f"  {line}")
@@ -463,6 +485,9 @@ class DevSession:
     def _bring_up_to_date(self, client: Client) -> None:
         """Under the build lock, so that no patch made meanwhile reaches the process before
         its catch-up (patches after it are then made from the build it has reached)."""
+        if client.role and client.build is None:
+            self._catch_up_worker(client)
+            return
         with self._build_lock:
             current = self.current
             if current is None or client.build in (None, current.build_id):
@@ -484,6 +509,38 @@ class DevSession:
             console.error(f"{_now()} catching up pid {client.pid} failed: {report['error']}")
         elif self.verbose:
             console.info(f"{_now()} pid {client.pid} caught up to {current.build_id}")
+
+    def _catch_up_worker(self, client: Client) -> None:
+        """Bring a cluster worker that joins to the current build, from the source its
+        hello says it runs (its own copy of the project, perhaps older)."""
+        with self._build_lock:
+            current = self.current
+            if current is None:
+                return
+            made = cluster.catch_up(
+                self.builder.cache, current, client.modules, client.files, client.pid
+            )
+            if made.unknown:
+                console.warning(
+                    f"{_now()} {client.label()} runs a version of "
+                    f"{', '.join(made.unknown)} this session never built: patches of it "
+                    "will be refused there until the worker restarts on the project's source"
+                )
+            # Always answered (with nothing to change, if so): the worker waits for it
+            # before its first task, and takes the build id from it.
+            bundle = Bundle(f"worker-{client.pid}", current.build_id)
+            if made.patch is not None and made.patch.bundle.needs_restart:
+                reason = made.patch.bundle.needs_restart
+                console.warning(
+                    f"{_now()} {client.label()} is behind and needs a restart: {reason}"
+                )
+            elif made.patch is not None:
+                bundle = made.patch.bundle
+            report = self.server.send(client, encode(bundle))
+        if report and report.get("error"):
+            console.warning(f"{_now()} catching up {client.label()} failed: {report['error']}")
+        elif report and self.verbose:
+            console.info(f"{_now()} {client.label()} joined at {current.build_id}")
 
     def _prewarm(self, manifest: Manifest) -> None:
         """Analyse every module now, so the first save of each is as fast as the next."""

@@ -1,0 +1,119 @@
+"""Ray: the runtime environment hook (in the app) and the worker setup hook (in workers).
+
+`runtime_env` is named by `RAY_RUNTIME_ENV_HOOK` in the app's environment (`thinlink dev`
+sets it), so `ray.init()` calls it with the job's runtime environment, whether it starts
+a local cluster or joins one already running; it adds the session's settings to the
+workers' environment variables and `setup_worker` as their setup hook (keeping a hook of
+the app's own: both run). A hook that was already in `RAY_RUNTIME_ENV_HOOK` before the
+session is called first (`HOTPATCH_RAY_RUNTIME_ENV_HOOK`).
+
+`setup_worker` runs in every worker process of the job before it runs a task. Besides
+joining the session it asks Ray to load task functions and actor classes from the
+worker's own modules rather than from the copies the driver pickled by value when it
+first used them: those copies are no module's, so no patch would reach them, and a
+worker started after an edit would get the pickled, older code. A function or class
+that cannot be found in a module (one defined in the driver's script, which a worker
+cannot import) still comes pickled from the driver, and keeps the code of its first use.
+
+Ray is imported only by these functions, which only Ray calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from . import JOIN_VARIABLE, join, settings_from_environment, worker_settings
+
+__all__ = ["SetupChain", "runtime_env", "setup_worker"]
+
+log = logging.getLogger(__name__)
+_SETUP_HOOK = f"{__name__}.setup_worker"
+_JOIN_WAIT = 3.0  # seconds a starting worker waits for the session (milliseconds, usually)
+
+
+def runtime_env(env: dict[str, Any] | None) -> dict[str, Any]:
+    """Ray's runtime environment hook: the job's runtime environment, with the dev
+    session's worker setup added (unchanged outside a dev session)."""
+    previous = os.environ.get("HOTPATCH_RAY_RUNTIME_ENV_HOOK")
+    if previous:
+        env = _load(previous)(env)
+    env = dict(env or {})
+    settings = worker_settings(working_dir=bool(env.get("working_dir")))
+    if settings is None:
+        return env
+    variables = dict(env.get("env_vars") or {})
+    variables[JOIN_VARIABLE] = json.dumps(settings)
+    env["env_vars"] = variables
+    own = env.get("worker_process_setup_hook")
+    env["worker_process_setup_hook"] = _SETUP_HOOK if own is None else SetupChain(own)
+    return env
+
+
+def setup_worker() -> None:
+    """Ray's worker setup hook: join the dev session, and load code from local modules."""
+    settings = settings_from_environment()
+    if settings is None:
+        return
+    try:
+        _load_code_from_modules()
+    except (ImportError, AttributeError) as exc:  # another Ray: say what it means
+        log.warning(
+            "hotpatch: this Ray cannot load task code from the worker's modules (%s); "
+            "remote functions and actors keep the code they were first sent with",
+            exc,
+        )
+    join(settings, "ray worker", wait=_JOIN_WAIT)
+
+
+def _load_code_from_modules() -> None:
+    """Have this worker take remote functions and actor classes from its modules.
+
+    Ray does so for a job with a `code_search_path`, by a flag it sets on the worker at
+    its first task; the flag is kept on here. A name in the driver's script, or in a
+    module this worker cannot import, comes from the driver's pickle as before (Ray's
+    own fallback, which the lookup's errors would otherwise stop)."""
+    from ray._private.worker import global_worker
+
+    def keep_on(
+        flag: bool, _set: Callable[[bool], None] = global_worker.set_load_code_from_local
+    ) -> None:
+        _set(True)
+
+    manager = global_worker.function_actor_manager
+    load = manager.load_function_or_class_from_local
+
+    def load_from_module(module_name: str, name: str) -> object:
+        if module_name == "__main__":
+            return None  # here that is Ray's worker script, not the driver's
+        try:
+            return load(module_name, name)
+        except Exception:  # boundary: any import error means "not here", as in Ray
+            return None
+
+    global_worker.set_load_code_from_local = keep_on
+    manager.load_function_or_class_from_local = load_from_module
+    keep_on(True)
+
+
+class SetupChain:
+    """A worker setup hook that runs ours, then the app's own (a function, or the
+    dotted name of one). Ray pickles it to the workers by reference."""
+
+    def __init__(self, own: Callable[[], object] | str) -> None:
+        self.own = own
+        self.__name__ = "hotpatch_setup_chain"  # Ray names the hook by it
+
+    def __call__(self) -> object:
+        setup_worker()
+        own = _load(self.own) if isinstance(self.own, str) else self.own
+        return own()
+
+
+def _load(dotted: str) -> Callable[..., Any]:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,175 @@
+"""`thinlink dev` patches every Ray worker: of a local cluster the app starts with
+`ray.init()`, and of a cluster started beforehand (`ray start --head` and a second node
+joined with `ray start --address`, process trees of their own, as on two hosts), whose
+workers join over TCP through the job's runtime environment.
+
+An actor keeps a counter: its method is edited, the counter is kept, and the next remote
+call shows the new behaviour; a task function is edited, and the next tasks on every node
+run the new code. All of it runs in a private network namespace with loopback only
+(`clusters.Namespace`), which is also how every process Ray started is found at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .clusters import Namespace, ask, engine_env, wait_for_patch
+from .conftest import write
+from .devapp import DevApp, edit
+
+# Looked up, not imported: the engine runs in the test's subprocesses only.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the cluster extra is not installed"
+)
+
+TASKS = """\
+import os
+
+import ray
+
+
+@ray.remote
+def where(i):
+    return {"version": "v1", "pid": os.getpid()}
+
+
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def bump(self):
+        self.count += 1
+        return {"version": "v1", "count": self.count, "pid": os.getpid()}
+"""
+
+APP = """\
+import json
+import sys
+
+import ray
+
+import tasks
+
+
+def on(node):
+    return {} if node == "local" else {"resources": {node: 1}}
+
+
+def main():
+    if sys.argv[1] == "local":
+        ray.init(
+            num_cpus=2, include_dashboard=False, object_store_memory=10**8,
+            _temp_dir=sys.argv[2],
+        )
+        nodes = ["local"]
+    else:
+        ray.init(address=sys.argv[1])
+        nodes = ["head", "second"]
+    counter = tasks.Counter.options(**on(nodes[-1])).remote()
+    ray.get(counter.bump.remote())
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        runs = {n: ray.get([tasks.where.options(**on(n)).remote(i) for i in range(4)])
+                for n in nodes}
+        print(json.dumps({"counter": ray.get(counter.bump.remote()), "tasks": runs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def project(root: Path) -> Path:
+    write(root, {"pyproject.toml": "[project]\nname = 'proj'\n", "tasks.py": TASKS, "app.py": APP})
+    return root
+
+
+@pytest.fixture(scope="module")
+def namespace():
+    ns = Namespace()
+    yield ns
+    ns.close()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("ray-home")
+
+
+@pytest.fixture(scope="module")
+def cluster(namespace, home):
+    """A head node and a second node, started with `ray start` before any app."""
+    env = engine_env(home)
+    ray = Path(sys.executable).with_name("ray")
+    temp = namespace.temp_dir()
+    common = ["--num-cpus", "2", "--object-store-memory", "100000000", "--temp-dir", temp]
+    for args in (
+        ["--head", "--port", "6390", "--include-dashboard=false", "--resources", '{"head": 8}'],
+        ["--address", "127.0.0.1:6390", "--resources", '{"second": 8}'],
+    ):
+        done = namespace.run([ray, "start", *args, *common, "--disable-usage-stats"], env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    yield "127.0.0.1:6390"
+
+
+def dev_app(namespace: Namespace, root: Path, home: Path, *args: str) -> DevApp:
+    command = [sys.executable, "-m", "thinlink", "dev", "--cache-dir", str(root.parent / "cache")]
+    return DevApp(
+        root,
+        env=engine_env(home),
+        stdin=subprocess.PIPE,
+        command=namespace.command([*command, *args]),
+    )
+
+
+def check_edits_reach_every_worker(app: DevApp, root: Path, nodes: list[str]) -> str:
+    app.wait_out(r"^ready", timeout=120)
+    before = ask(app, timeout=120)
+    assert before["counter"]["version"] == "v1" and before["counter"]["count"] == 2
+    assert sorted(before["tasks"]) == sorted(nodes)
+    assert {r["version"] for runs in before["tasks"].values() for r in runs} == {"v1"}
+    since = len(app.err.lines)
+    text = (root / "tasks.py").read_text()
+    (root / "tasks.py").write_text(text.replace('"version": "v1"', '"version": "v2"'))
+    line = wait_for_patch(app, since)
+    assert "patched where, Counter.bump" in line
+    after = ask(app, timeout=120)
+    counter = after["counter"]
+    assert counter["version"] == "v2", app.transcript()  # the new method ...
+    assert counter["count"] == 3 and counter["pid"] == before["counter"]["pid"]  # same actor
+    assert {r["version"] for runs in after["tasks"].values() for r in runs} == {"v2"}, after
+    return line
+
+
+def test_a_cluster_started_beforehand_on_two_nodes_is_patched_over_tcp(
+    tmp_path, namespace, cluster, home
+):
+    root = project(tmp_path / "proj")
+    app = dev_app(namespace, root, home, "--address", "tcp:127.0.0.1:0", "app.py", cluster)
+    try:
+        line = check_edits_reach_every_worker(app, root, ["head", "second"])
+        assert "cluster workers" in line and "refused" not in line
+        # Edited again: the workers, now at the first patch's build, take the next one.
+        since = len(app.err.lines)
+        edit(root / "tasks.py", 'return {"version": "v2", "pid"', 'return {"version": "v3", "pid"')
+        wait_for_patch(app, since)
+        again = ask(app, timeout=120)
+        assert {r["version"] for runs in again["tasks"].values() for r in runs} == {"v3"}
+        assert again["counter"]["count"] == 4
+    finally:
+        app.close()
+
+
+def test_a_local_cluster_started_by_the_app_is_patched(tmp_path, namespace, home):
+    root = project(tmp_path / "proj")
+    app = dev_app(namespace, root, home, "app.py", "local", namespace.temp_dir())
+    try:
+        check_edits_reach_every_worker(app, root, ["local"])
+    finally:
+        app.close()
