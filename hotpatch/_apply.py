@@ -32,7 +32,7 @@ from ._report import PatchReport
 from ._transaction import Transaction
 from .adapters._changes import Binding, FunctionChange, Interface
 from .adapters._run import Adapting
-from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, Statement, load
+from .bundle import FUNCTION_ATTRS, Bundle, ModulePatch, RerunMode, Statement, load
 from .relocation import relocate
 
 __all__ = ["LOCK", "apply", "apply_waiting", "current_build", "rollback", "set_build"]
@@ -447,14 +447,14 @@ def _rerun(module: ModuleType, statement: Statement, merge: Merge) -> None:
     merge.changes.rerun.append(f"{merge.label}:{statement.lineno}")
     annotations = scratch.pop("__annotations__", None)
     for name, new in list(scratch.items()):
-        if statement.mode == "class" and isinstance(namespace.get(name), type):
+        if statement.mode is RerunMode.CLASS and isinstance(namespace.get(name), type):
             decorated = statement.source.lstrip().startswith("@")
             merge.klass(namespace[name], new, name, statement.members, statement.removed, decorated)
             merge.changes.bindings.append(
                 Binding(f"{merge.label}:{name}", "merged", namespace[name], new)
             )
         else:
-            _bind(module, name, new, merge, force=statement.mode == "rebind")
+            _bind(module, name, new, merge, force=statement.mode is RerunMode.REBIND)
     if isinstance(annotations, dict) and annotations:
         live = namespace.get("__annotations__")
         if isinstance(live, dict):

@@ -28,11 +28,13 @@ import marshal
 import os
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 from types import CodeType
 
 from ._errors import BundleError
 
 __all__ = [
+    "RerunMode",
     "FORMAT_VERSION",
     "FUNCTION_ATTRS",
     "MAGIC",
@@ -75,7 +77,15 @@ class FunctionPatch:
     attrs: CodeType | None = None
 
 
-STATEMENT_MODES = ("merge", "rebind", "class")
+class RerunMode(StrEnum):
+    """What becomes of what a re-run statement binds (see `Statement`)."""
+
+    MERGE = "merge"
+    REBIND = "rebind"
+    CLASS = "class"
+
+
+_MODES = frozenset(m.value for m in RerunMode)
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ class Statement:
     defines: tuple[str, ...]
     lineno: int
     source: str
-    mode: str = "merge"
+    mode: RerunMode = RerunMode.MERGE
     members: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
 
@@ -263,7 +273,7 @@ def _to_plain(bundle: Bundle) -> tuple:
             m.path,
             tuple((f.qualname, f.old_lineno, f.code, f.attrs) for f in m.functions),
             tuple(
-                (s.code, tuple(s.defines), s.lineno, s.source, s.mode, s.members, s.removed)
+                (s.code, tuple(s.defines), s.lineno, s.source, str(s.mode), s.members, s.removed)
                 for s in m.statements
             ),
             tuple(m.removed),
@@ -329,7 +339,7 @@ def _module(plain: object) -> ModulePatch:
             isinstance(code, CodeType)
             and type(lineno) is int
             and isinstance(source, str)
-            and mode in STATEMENT_MODES,
+            and mode in _MODES,
             f"statement in {name}",
         )
         stmts.append(
@@ -338,7 +348,7 @@ def _module(plain: object) -> ModulePatch:
                 _strings(defines, "defines"),
                 lineno,
                 source,
-                mode,
+                RerunMode(mode),
                 _strings(members, "members"),
                 _strings(removed_members, "removed"),
             )

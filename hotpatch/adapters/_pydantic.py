@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from ..bundle import RerunMode
 from ._api import Adapter, Patch
 from ._classes import data_members
 
@@ -27,7 +28,7 @@ class PydanticAdapter(Adapter):
         if base is None:
             return
         for statement in patch.statements:
-            if statement.mode != "class" or not statement.names:
+            if statement.mode != RerunMode.CLASS or not statement.names:
                 continue
             live = statement.live(statement.names[0])
             if isinstance(live, type) and issubclass(live, base):

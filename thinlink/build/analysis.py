@@ -15,13 +15,51 @@ import marshal
 import symtable
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from .cache import Cache
 from .units import ModuleRecord, Segment
 
-__all__ = ["Statement", "analyze_segment", "analyze_module", "class_reads", "Member"]
+__all__ = [
+    "Member",
+    "MemberKind",
+    "Statement",
+    "StatementKind",
+    "analyze_module",
+    "analyze_segment",
+    "class_reads",
+]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: kinds checked on load (an unknown one is a miss)
+
+
+class StatementKind(StrEnum):
+    """What a top-level statement is, for the rules of `thinlink.patches.diff`."""
+
+    FUNCTION = "function"
+    CLASS = "class"
+    ASSIGN = "assign"  # binds names, and does nothing else worth re-running for
+    IMPORT = "import"
+    MAIN = "main"  # `if __name__ == "__main__":`
+    OTHER = "other"  # calls, loops, `if`/`try` blocks: effects beyond binding names
+
+    @property
+    def binds(self) -> bool:
+        """A kind whose whole effect is the names it binds (re-run when it changes)."""
+        return self in _BINDING
+
+
+_BINDING = frozenset(
+    {StatementKind.FUNCTION, StatementKind.CLASS, StatementKind.ASSIGN, StatementKind.IMPORT}
+)
+
+
+class MemberKind(StrEnum):
+    """What a statement in a class body is."""
+
+    FUNCTION = "function"
+    CLASS = "class"
+    OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +67,7 @@ class Member:
     """A statement inside a class body (a method, a nested class, an attribute)."""
 
     name: str  # the name it binds in the class namespace ("" when none)
-    kind: str  # "function", "class" or "other"
+    kind: MemberKind
     text: str  # its source, dedented, decorators included
     lineno: int
     members: tuple[Member, ...] = ()  # of a nested class
@@ -44,9 +82,7 @@ class Member:
 class Statement:
     """One top-level statement of a module.
 
-    `kind`: "function", "class", "assign", "import", "main" (`if __name__ ==
-    "__main__":`), or "other" (calls, loops, `if`/`try` blocks: anything whose effect
-    is not just binding names). `header` is the part of a definition evaluated once
+    `kind` says what it is (`StatementKind`). `header` is the part of a definition evaluated once
     at definition time besides its decorators: a class's bases and keywords, a
     function's defaults and annotations. `text` is the statement's source.
     """
@@ -64,7 +100,7 @@ class Statement:
 
     @property
     def name(self) -> str:
-        return self.defines[0] if self.kind in ("function", "class") and self.defines else ""
+        return self.defines[0] if self.kind in _DEFINITIONS and self.defines else ""
 
     def moved(self, delta: int) -> Statement:
         if not delta:
@@ -150,20 +186,20 @@ def _source(lines: list[str], node: ast.stmt) -> str:
     return "".join(lines[_first_line(node) - 1 : node.end_lineno])
 
 
-def _kind(node: ast.stmt) -> str:
+def _kind(node: ast.stmt) -> StatementKind:
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return "function"
+        return StatementKind.FUNCTION
     if isinstance(node, ast.ClassDef):
-        return "class"
+        return StatementKind.CLASS
     if isinstance(node, ast.Import | ast.ImportFrom):
-        return "import"
+        return StatementKind.IMPORT
     if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign) and not _calls(node):
-        return "assign"
+        return StatementKind.ASSIGN
     if isinstance(node, ast.If) and _is_main_guard(node.test):
-        return "main"
+        return StatementKind.MAIN
     if isinstance(node, ast.Assign | ast.AnnAssign) and _is_pure_call_assignment(node):
-        return "assign"
-    return "other"
+        return StatementKind.ASSIGN
+    return StatementKind.OTHER
 
 
 def _calls(node: ast.AST) -> bool:
@@ -307,15 +343,22 @@ def _members(node: ast.ClassDef, lines: list[str]) -> Iterator[Member]:
     for child in node.body:
         text = textwrap.dedent(_source(lines, child))
         if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield Member(child.name, "function", text, _first_line(child))
+            yield Member(child.name, MemberKind.FUNCTION, text, _first_line(child))
         elif isinstance(child, ast.ClassDef):
             yield Member(
-                child.name, "class", text, _first_line(child), tuple(_members(child, lines))
+                child.name,
+                MemberKind.CLASS,
+                text,
+                _first_line(child),
+                tuple(_members(child, lines)),
             )
         else:
             names = _defined(child)
             yield Member(
-                names[0] if len(names) == 1 else ",".join(names), "other", text, _first_line(child)
+                names[0] if len(names) == 1 else ",".join(names),
+                MemberKind.OTHER,
+                text,
+                _first_line(child),
             )
 
 
@@ -323,7 +366,7 @@ def _dump(s: Statement) -> tuple:
     return (
         s.lineno,
         s.end_lineno,
-        s.kind,
+        str(s.kind),  # marshal takes plain strings only
         s.defines,
         s.reads,
         s.body_globals,
@@ -335,14 +378,23 @@ def _dump(s: Statement) -> tuple:
 
 
 def _dump_member(m: Member) -> tuple:
-    return (m.name, m.kind, m.text, m.lineno, tuple(_dump_member(c) for c in m.members))
+    return (m.name, str(m.kind), m.text, m.lineno, tuple(_dump_member(c) for c in m.members))
 
 
 def _load(t: tuple) -> Statement:
-    *head, members = t
-    return Statement(*head, members=tuple(_load_member(m) for m in members))
+    lineno, end_lineno, kind, *rest, members = t
+    return Statement(
+        lineno,
+        end_lineno,
+        StatementKind(kind),
+        *rest,
+        members=tuple(_load_member(m) for m in members),
+    )
 
 
 def _load_member(t: tuple) -> Member:
     name, kind, text, lineno, members = t
-    return Member(name, kind, text, lineno, tuple(_load_member(m) for m in members))
+    return Member(name, MemberKind(kind), text, lineno, tuple(_load_member(m) for m in members))
+
+
+_DEFINITIONS = frozenset({StatementKind.FUNCTION, StatementKind.CLASS})

@@ -30,7 +30,7 @@ import xxhash
 from hotpatch.relocation import firstlineno_const, relocate
 from thinlink.errors import SourceError
 
-from .units import CodeRef, Segment, Unit
+from .units import CodeRef, Segment, Unit, UnitKind
 
 __all__ = [
     "FUTURE_MASK",
@@ -160,7 +160,7 @@ def _units_in(code: CodeType, digests: _Digests, out: list[Unit]) -> None:
     """Append the units of `code` and of the code nested in it to `out`, in pre-order."""
     if not code.co_name.startswith("<"):
         is_class = _is_class_body(code)
-        kind = "class" if is_class else "function"
+        kind = str(UnitKind.CLASS if is_class else UnitKind.FUNCTION)  # a plain str: marshalled
         out.append(
             Unit(code.co_qualname, kind, code.co_firstlineno, digests.of(code, deep=not is_class))
         )

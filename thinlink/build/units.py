@@ -17,11 +17,13 @@ import bisect
 import marshal
 from collections import namedtuple
 from collections.abc import Iterable
+from enum import StrEnum
 
 from thinlink.launch import STORAGE_FORMAT
 
 __all__ = [
     "Unit",
+    "UnitKind",
     "CodeRef",
     "Segment",
     "ModuleRecord",
@@ -31,9 +33,17 @@ __all__ = [
 ]
 
 
+class UnitKind(StrEnum):
+    """What a unit is. Stored as its plain string (records are marshalled), which
+    compares equal to the member."""
+
+    FUNCTION = "function"
+    CLASS = "class"
+
+
 class Unit(namedtuple("Unit", "qualname kind lineno digest")):
-    """A function or class inside a module: its `qualname`, `kind` ("function" or
-    "class"), `lineno` (its first line, decorators included, as `co_firstlineno`) and
+    """A function or class inside a module: its `qualname`, `kind` (`UnitKind`),
+    `lineno` (its first line, decorators included, as `co_firstlineno`) and
     `digest`.
 
     `digest` hashes the compiled behaviour and not the position: moving a unit keeps

@@ -27,8 +27,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from thinlink.build.analysis import Member, Statement, class_reads
-from thinlink.build.units import ModuleRecord, Unit
+from hotpatch.bundle import RerunMode
+from thinlink.build.analysis import Member, MemberKind, Statement, StatementKind, class_reads
+from thinlink.build.units import ModuleRecord, Unit, UnitKind
 
 __all__ = ["CodeChange", "Rerun", "ModulePlan", "plan_module"]
 
@@ -54,16 +55,16 @@ class CodeChange:
 class Rerun:
     """Execute `statement` again. `mode` says what to do with what it binds:
 
-    - "merge": bind new names; a name bound to a function before keeps its object,
+    - MERGE: bind new names; a name bound to a function before keeps its object,
       which takes the new one's code and attributes;
-    - "rebind": bind the new objects (decorators changed: references held elsewhere
+    - REBIND: bind the new objects (decorators changed: references held elsewhere
       keep the old object, which the report warns about);
-    - "class": execute into a scratch class and set `members` on the live class,
+    - CLASS: execute into a scratch class and set `members` on the live class,
       deleting `removed` members.
     """
 
     statement: Statement
-    mode: str
+    mode: RerunMode
     members: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
 
@@ -115,9 +116,9 @@ def plan_module(
             _relocate(plan, old_units[id(before)], new_units[id(after)], before, after)
             continue
         where = f"{path}:{after.lineno}"
-        if after.kind == "function":
+        if after.kind is StatementKind.FUNCTION:
             if before.decorators != after.decorators:
-                rerun_at[after.lineno] = Rerun(after, "rebind")
+                rerun_at[after.lineno] = Rerun(after, RerunMode.REBIND)
                 changed_names.update(after.defines)
                 plan.warnings.append(
                     f"{where}: decorators of {after.name}() changed: it was re-created, "
@@ -125,34 +126,34 @@ def plan_module(
                 )
             else:
                 _patch_function(plan, before, after, old_units[id(before)], new_units[id(after)])
-        elif after.kind == "class":
+        elif after.kind is StatementKind.CLASS:
             _patch_class(plan, rerun_at, before, after, old_units[id(before)], new_units[id(after)])
-        elif after.kind in ("assign", "import"):
-            rerun_at[after.lineno] = Rerun(after, "merge")
+        elif after.kind in (StatementKind.ASSIGN, StatementKind.IMPORT):
+            rerun_at[after.lineno] = Rerun(after, RerunMode.MERGE)
             changed_names.update(after.defines)
-        elif after.kind == "main":
+        elif after.kind is StatementKind.MAIN:
             if is_main:
                 plan.needs_restart.append(
                     f"{where}: code under `if __name__ == '__main__':` changed"
                 )
-        else:  # "other" statements are matched by text, so a changed one is never a pair
+        else:  # OTHER statements are matched by text, so a changed one is never a pair
             plan.needs_restart.append(f"{where}: module-level statement changed")
 
     for after in added:
         where = f"{path}:{after.lineno}"
-        if after.kind in ("function", "class", "assign", "import"):
-            rerun_at[after.lineno] = Rerun(after, "merge")
+        if after.kind.binds:
+            rerun_at[after.lineno] = Rerun(after, RerunMode.MERGE)
             changed_names.update(after.defines)
-        elif after.kind != "main" or is_main:
+        elif after.kind is not StatementKind.MAIN or is_main:
             plan.needs_restart.append(f"{where}: new module-level statement: {_first(after.text)}")
 
     still_defined = {n for s in every_new() for n in s.defines} if removed else set()
     for before in removed:
-        if before.kind in ("function", "class", "assign", "import"):
+        if before.kind.binds:
             gone = [n for n in before.defines if n not in still_defined]
             plan.removed.extend(gone)
             changed_names.update(gone)
-        elif before.kind != "main" or is_main:
+        elif before.kind is not StatementKind.MAIN or is_main:
             plan.needs_restart.append(
                 f"{path}:{before.lineno}: module-level statement removed: {_first(before.text)}"
             )
@@ -169,9 +170,9 @@ def _first(text: str) -> str:
 
 
 def _key(statement: Statement) -> tuple:
-    if statement.kind in ("function", "class"):
+    if statement.kind in (StatementKind.FUNCTION, StatementKind.CLASS):
         return (statement.kind, statement.name)
-    if statement.kind in ("assign", "import"):
+    if statement.kind in (StatementKind.ASSIGN, StatementKind.IMPORT):
         return ("bind", statement.defines)
     return (statement.kind, statement.text)  # calls and blocks match only unchanged
 
@@ -225,7 +226,7 @@ def _relocate(
     if before.lineno == after.lineno:
         return
     for previous, unit in _pair_units(old, new):
-        if previous is not None and unit.kind == "function":
+        if previous is not None and unit.kind == UnitKind.FUNCTION:
             plan.code.append(CodeChange(unit, previous.lineno))
 
 
@@ -233,7 +234,7 @@ def _patch_function(
     plan: ModulePlan, before: Statement, after: Statement, old: list[Unit], new: list[Unit]
 ) -> None:
     for previous, unit in _pair_units(old, new):
-        if unit.kind != "function":
+        if unit.kind != UnitKind.FUNCTION:
             continue
         if previous is None:
             continue  # a new nested function: created by the new code of its parent
@@ -277,7 +278,7 @@ def _patch_class(
         previous = old_members.get(member_name)
         if previous is None or previous.text == member.text:
             continue
-        if member.kind == "function" and _same_decorators(previous.text, member.text):
+        if member.kind is MemberKind.FUNCTION and _same_decorators(previous.text, member.text):
             continue  # a code swap below
         changed.append(member_name)
     added = [n for n in new_members if n not in old_members]
@@ -286,7 +287,7 @@ def _patch_class(
     for previous, unit in _pair_units(old, new):
         nth = seen[unit.qualname]
         seen[unit.qualname] += 1
-        if previous is None or unit.kind != "function":
+        if previous is None or unit.kind != UnitKind.FUNCTION:
             continue
         # A method's defaults are evaluated by the class body, not by its own code: a
         # default-only edit leaves the method's digest unchanged, so compare the source.
@@ -298,7 +299,7 @@ def _patch_class(
             continue  # re-created with its member
         plan.code.append(CodeChange(unit, previous.lineno, attrs, line))
     if changed or added or gone:
-        rerun_at[after.lineno] = Rerun(after, "class", tuple(changed + added), tuple(gone))
+        rerun_at[after.lineno] = Rerun(after, RerunMode.CLASS, tuple(changed + added), tuple(gone))
 
 
 def _method_attrs(
@@ -321,11 +322,11 @@ def _members_at(members: tuple[Member, ...], path: list[str]) -> list[Member]:
     """The function members at `path` (names from the class down), in source order."""
     *classes, name = path
     for part in classes:
-        nested = [m for m in members if m.kind == "class" and m.name == part]
+        nested = [m for m in members if m.kind is MemberKind.CLASS and m.name == part]
         if not nested:
             return []
         members = nested[-1].members
-    return [m for m in members if m.kind == "function" and m.name == name]
+    return [m for m in members if m.kind is MemberKind.FUNCTION and m.name == name]
 
 
 def _rerun_class(
@@ -367,9 +368,13 @@ def _rerun_class(
         return
     if rerun is not None:
         members = [*rerun.members, *(n for n in members if n not in rerun.members)]
-        rerun_at[statement.lineno] = Rerun(statement, "class", tuple(members), rerun.removed)
+        rerun_at[statement.lineno] = Rerun(
+            statement, RerunMode.CLASS, tuple(members), rerun.removed
+        )
     else:
-        rerun_at[statement.lineno] = Rerun(statement, "class", tuple(dict.fromkeys(members)))
+        rerun_at[statement.lineno] = Rerun(
+            statement, RerunMode.CLASS, tuple(dict.fromkeys(members))
+        )
 
 
 def _same_decorators(old_text: str, new_text: str) -> bool:
@@ -388,7 +393,7 @@ def _fields(members: tuple[Member, ...]) -> list[str]:
 
 
 def _fields_of(members: tuple[Member, ...]) -> list[Member]:
-    return [m for m in members if m.kind == "other" and ":" in m.text.split("=")[0]]
+    return [m for m in members if m.kind is MemberKind.OTHER and ":" in m.text.split("=")[0]]
 
 
 def _is_dataclass(statement: Statement) -> bool:
@@ -396,7 +401,7 @@ def _is_dataclass(statement: Statement) -> bool:
 
 
 def _attributes(members: tuple[Member, ...]) -> list[str]:
-    return [m.text for m in members if m.kind == "other"]
+    return [m.text for m in members if m.kind is MemberKind.OTHER]
 
 
 def _slots(members: tuple[Member, ...]) -> list[str]:
@@ -479,7 +484,7 @@ def _rerun_dependents(
         return
     for statement in statements:
         rerun = rerun_at.get(statement.lineno)
-        if rerun is not None and rerun.mode == "class":
+        if rerun is not None and rerun.mode is RerunMode.CLASS:
             # The live class stays (its changed members are set on it): what read the
             # class keeps reading the same object. Members reading a changed name join in.
             if changed.intersection(statement.reads):
@@ -492,11 +497,11 @@ def _rerun_dependents(
             continue
         names = ", ".join(sorted(changed.intersection(statement.reads)))
         where = f"{plan.path}:{statement.lineno}"
-        if statement.kind in ("assign", "import"):
-            rerun_at[statement.lineno] = Rerun(statement, "merge")
+        if statement.kind in (StatementKind.ASSIGN, StatementKind.IMPORT):
+            rerun_at[statement.lineno] = Rerun(statement, RerunMode.MERGE)
             changed.update(statement.defines)
-        elif statement.kind == "function":
-            mode = "rebind" if statement.decorators else "merge"
+        elif statement.kind is StatementKind.FUNCTION:
+            mode = RerunMode.REBIND if statement.decorators else RerunMode.MERGE
             rerun_at[statement.lineno] = Rerun(statement, mode)
             # Re-running it brings its new code too; a swap as well would evaluate its
             # new defaults before what they read is bound (a function added above it).
@@ -511,7 +516,7 @@ def _rerun_dependents(
                     f"{where}: {statement.name}() re-created because it reads {names} at "
                     "definition time; references to the old object keep the old one"
                 )
-        elif statement.kind == "class":
+        elif statement.kind is StatementKind.CLASS:
             _rerun_class(plan, rerun_at, statement, changed, None)
         else:
             plan.warnings.append(f"{where}: this statement used the old value of {names}")
