@@ -24,6 +24,7 @@ from typing import Any
 
 from ._errors import NeedsRestart
 from ._locate import containers_holding, unwrap_chain
+from ._members import parts
 from ._transaction import Transaction
 from .adapters._changes import Binding, FunctionChange, Interface
 from .bundle import FUNCTION_ATTRS
@@ -420,14 +421,7 @@ def _function_changed(live: FunctionType, new: FunctionType) -> bool:
 
 def _functions_in(obj: object) -> list[FunctionType]:
     """The functions a class member consists of (unwrapping descriptors and wrappers)."""
-    parts: list[object] = [obj]
-    if type(obj) in (classmethod, staticmethod):
-        parts = [obj.__func__]  # type: ignore[attr-defined]
-    elif issubclass(type(obj), property):
-        parts = [obj.fget, obj.fset, obj.fdel]  # type: ignore[attr-defined]
-    elif type(obj) is functools.cached_property:
-        parts = [obj.func]  # type: ignore[attr-defined]
-    return [f for p in parts if p is not None for f in unwrap_chain(p) if type(f) is FunctionType]
+    return [f for p in parts(obj) for f in unwrap_chain(p) if type(f) is FunctionType]
 
 
 def _holds_code(obj: object) -> bool:

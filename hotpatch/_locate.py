@@ -28,6 +28,8 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FunctionType, MethodType, ModuleType
 
+from ._members import is_descriptor, parts
+
 __all__ = [
     "Index",
     "closures_of",
@@ -42,13 +44,8 @@ _MAX_DEPTH = 10  # class nesting + wrapper chains + closures; deeper is not wort
 _MAX_CHAIN = 8
 _MAX_CONTAINER = 1000  # a bigger container is data, not a registry of functions
 _CONTAINERS = (list, tuple, set, frozenset, dict)
-_DESCRIPTORS = (classmethod, staticmethod, MethodType)
-_FUNC_HOLDERS = (
-    functools.partial,
-    functools.partialmethod,
-    functools.cached_property,
-    functools.singledispatchmethod,
-)
+# Objects that hold a function in `func` besides the class-member descriptors (`_members`).
+_FUNC_HOLDERS = (functools.partial, functools.partialmethod, functools.singledispatchmethod)
 
 Key = tuple[str, int]
 # Globals that hold at most the functions of their own qualname: skipped by the wanted-only
@@ -246,10 +243,10 @@ class _Walker:
                 yield from [
                     b for b in obj.__bases__ if b.__dict__.get("__module__") == obj.__module__
                 ]
-        elif kind in _DESCRIPTORS:
+        elif kind is MethodType:
             yield obj.__func__  # type: ignore[attr-defined]
-        elif issubclass(kind, property):
-            yield from (obj.fget, obj.fset, obj.fdel)
+        elif is_descriptor(obj):
+            yield from parts(obj)
         elif issubclass(kind, _FUNC_HOLDERS):
             yield obj.func  # type: ignore[attr-defined]
             yield getattr(obj, "dispatcher", None)

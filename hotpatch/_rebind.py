@@ -23,6 +23,7 @@ import functools
 from types import CellType, FunctionType, ModuleType
 from typing import Any
 
+from ._members import is_descriptor, parts
 from ._transaction import Transaction
 
 __all__ = ["rebind_method"]
@@ -78,7 +79,7 @@ def _owner(module: ModuleType, fn: FunctionType) -> tuple[type, str, object] | N
     # (its class's namespace, or a descriptor in it) is found by a walk of the heap.
     import gc
 
-    holders = [r for r in gc.get_referrers(fn) if type(r) is dict or _is_descriptor(r)]
+    holders = [r for r in gc.get_referrers(fn) if type(r) is dict or is_descriptor(r)]
     namespaces = [h for h in holders if type(h) is dict]
     namespaces += [
         r
@@ -97,24 +98,8 @@ def _owner(module: ModuleType, fn: FunctionType) -> tuple[type, str, object] | N
     return None
 
 
-def _is_descriptor(obj: object) -> bool:
-    kind = type(obj)
-    return kind in (classmethod, staticmethod, functools.cached_property) or issubclass(
-        kind, property
-    )
-
-
 def _holds(member: object, fn: FunctionType) -> bool:
-    if member is fn:
-        return True
-    kind = type(member)
-    if kind in (classmethod, staticmethod):
-        return member.__func__ is fn  # type: ignore[attr-defined]
-    if kind is functools.cached_property:
-        return member.func is fn  # type: ignore[attr-defined]
-    if issubclass(kind, property):
-        return fn in (member.fget, member.fset, member.fdel)  # type: ignore[attr-defined]
-    return False
+    return member is fn or any(part is fn for part in parts(member))
 
 
 def _rewrap(
@@ -157,7 +142,7 @@ def _closure(code: Any, fn: FunctionType, owner: type) -> tuple[CellType, ...] |
             continue
         cell = _cell_named(fn, var)
         for value in vars(owner).values() if cell is None else ():
-            for part in _parts(value):
+            for part in parts(value):
                 cell = _cell_named(part, var)
                 if cell is not None:
                     break
@@ -176,12 +161,3 @@ def _cell_named(fn: object, var: str) -> CellType | None:
     return fn.__closure__[names.index(var)] if var in names else None  # type: ignore[union-attr]
 
 
-def _parts(member: object) -> list[object]:
-    kind = type(member)
-    if kind in (classmethod, staticmethod):
-        return [member.__func__]  # type: ignore[attr-defined]
-    if kind is functools.cached_property:
-        return [member.func]  # type: ignore[attr-defined]
-    if issubclass(kind, property):
-        return [member.fget, member.fset, member.fdel]  # type: ignore[attr-defined]
-    return [member]
