@@ -42,7 +42,6 @@ __all__ = [
     "BuildLoader",
     "install",
     "installed",
-    "loaded_from_build",
     "module_build",
     "uninstall",
 ]
@@ -62,11 +61,6 @@ def module_build(name: str) -> str | None:
     run by `hotpatch.boot`). None also for modules that are not the project's.
     """
     return _from_build.get(name)
-
-
-def loaded_from_build() -> dict[str, str]:
-    """Return a snapshot of {spec name: build id} for every module loaded from an image."""
-    return dict(_from_build)
 
 
 class BuildLoader(SourceFileLoader):

@@ -159,5 +159,3 @@ def _cell_named(fn: object, var: str) -> CellType | None:
         return None
     names = fn.__code__.co_freevars  # type: ignore[union-attr]
     return fn.__closure__[names.index(var)] if var in names else None  # type: ignore[union-attr]
-
-

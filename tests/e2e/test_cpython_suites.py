@@ -42,7 +42,7 @@ for name in sys.argv[1:]:
 DRIVER = """\
 '''Run the suites named in sys.argv as `python -m test` does, then report.'''
 import runpy, sys
-from hotpatch._loader import BuildLoader, loaded_from_build
+from hotpatch._loader import BuildLoader, module_build
 
 MODULES = {modules!r}
 imported_before = [name for name in MODULES if name in sys.modules]
@@ -51,7 +51,7 @@ try:
 finally:
     used = {{
         name: [
-            name in loaded_from_build(),
+            module_build(name) is not None,
             isinstance(sys.modules[name].__spec__.loader, BuildLoader),
             sys.modules[name].__file__,
             getattr(sys.modules[name], "_THINLINK_MARKER", None),

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import textwrap
+from types import CodeType
 
 from thinlink.build.compiler import (
     FUTURE_MASK,
     compile_module,
-    find_code,
     relocate,
     split_segments,
 )
 from thinlink.build.text import split_lines
 from thinlink.build.units import CodeRef, Unit
+
+
+def find_code(root: CodeType, qualname: str, lineno: int) -> CodeType | None:
+    """The code object nested in `root` with this qualified name and first line."""
+    for const in root.co_consts:
+        if isinstance(const, CodeType):
+            if (const.co_qualname, const.co_firstlineno) == (qualname, lineno):
+                return const
+            found = find_code(const, qualname, lineno)
+            if found is not None:
+                return found
+    return None
 
 
 def units_of(src: str) -> dict[str, Unit]:

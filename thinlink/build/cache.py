@@ -346,11 +346,6 @@ class Cache:
         with self._guard():
             return self._store.cull()
 
-    def volume(self) -> int:
-        """Bytes used on disk."""
-        with self._guard():
-            return self._store.volume()
-
     def clear(self) -> int:
         """Remove every entry; returns how many were removed."""
         self._memo.clear()

@@ -38,7 +38,6 @@ __all__ = [
     "compile_fragment",
     "split_segments",
     "relocate",
-    "find_code",
     "text_digest",
     "import_bindings",
     "definition_lines",
@@ -321,15 +320,3 @@ def _lines_at(code: CodeType, offsets: set[int]) -> dict[int, int]:
                 lines[wanted[j]] = line
             j += 1
     return lines
-
-
-def find_code(root: CodeType, qualname: str, lineno: int) -> CodeType | None:
-    """The code object nested in `root` with this qualified name and first line."""
-    for const in root.co_consts:
-        if isinstance(const, CodeType):
-            if const.co_qualname == qualname and const.co_firstlineno == lineno:
-                return const
-            found = find_code(const, qualname, lineno)
-            if found is not None:
-                return found
-    return None

@@ -259,7 +259,7 @@ def unit_code(
 
 
 def _index_codes(root: CodeType, out: CodeIndex) -> CodeIndex:
-    # Pre-order, first one wins: the same match find_code makes.
+    # Pre-order, first one wins: a unit's code is the first with its name and line.
     for const in root.co_consts:
         if isinstance(const, CodeType):
             out.setdefault((const.co_qualname, const.co_firstlineno), const)

@@ -199,9 +199,6 @@ class ModuleRecord:
         """Every name bound by a module-level import."""
         return {name for _, names in self.importing for name in names}
 
-    def units(self) -> list[Unit]:
-        return [u for seg in self.segments for u in seg.units]
-
     def segment_index(self, line: int) -> int | None:
         """Index of the segment holding `line`, or None."""
         index = bisect.bisect_right(self.starts, line) - 1
