@@ -18,9 +18,17 @@ def ensure_venv(extras: str = "test") -> Path:
     home = ROOT / f".venv-{version}"
     python = home / "bin" / "python"
     stamp = home / ".installed"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == wanted and python.exists():
-        return python
+    project = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    asked = {e for e in extras.split(",") if e}
+    # The stamp says which extras are installed for this pyproject.toml: a venv that has
+    # them (or more: the test command installs more than the demo needs) is used as is.
+    if stamp.exists() and python.exists():
+        done_project, _, done_extras = stamp.read_text().partition(" ")
+        if done_project == project and asked <= set(filter(None, done_extras.split(","))):
+            return python
+        if done_project == project:
+            asked |= set(filter(None, done_extras.split(",")))
+    extras = ",".join(sorted(asked))
     if not python.exists():
         print(f"creating {home.name} ...", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(home)
@@ -35,11 +43,11 @@ def ensure_venv(extras: str = "test") -> Path:
             "--disable-pip-version-check",
             # compat mode: a path entry, not an import hook that every start-up pays for
             "-e",
-            f"{ROOT}[{extras}]",
+            f"{ROOT}[{extras}]" if extras else str(ROOT),
             "--config-settings",
             "editable_mode=compat",
         ],
         check=True,
     )
-    stamp.write_text(wanted)
+    stamp.write_text(f"{project} {extras}")
     return python

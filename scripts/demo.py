@@ -61,6 +61,6 @@ def interactive(python: Path) -> int:
 
 
 if __name__ == "__main__":
-    venv_python = ensure_venv("test")
+    venv_python = ensure_venv("")
     auto = "--auto" in sys.argv or not sys.stdin.isatty()
     sys.exit(scripted(venv_python) if auto else interactive(venv_python))
