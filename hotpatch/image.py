@@ -23,20 +23,15 @@ from __future__ import annotations
 
 import binascii
 import marshal
+import mmap
 import os
 
-# The start-up path imports as little as it can (the spec's start-up target is 1.2x
-# plain python): the private modules below are what hashlib.blake2b and
-# importlib.util.MAGIC_NUMBER are, without importing hashlib (OpenSSL) or importlib.util.
-from importlib._bootstrap_external import MAGIC_NUMBER
+# On the start-up path (see hotpatch/__init__.py): importlib.util.MAGIC_NUMBER from the
+# import system's own module, loaded already, rather than importing importlib.util.
+from _frozen_importlib_external import MAGIC_NUMBER
 
 from ._frozen import Frozen
 from .fileio import write_atomic
-
-try:
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - an interpreter built without _blake2
-    from hashlib import blake2b
 
 __all__ = [
     "MAGIC_NUMBER",
@@ -97,7 +92,23 @@ class Image(Frozen):
 
 def source_digest(data: bytes) -> str:
     """Return the content digest of a source file's bytes (module identity in a build)."""
-    return blake2b(data, digest_size=16).hexdigest()
+    return _blake2b()(data, digest_size=16).hexdigest()
+
+
+def _blake2b():  # noqa: ANN202
+    # Imported on the first digest: a start whose files all have the stats the build
+    # recorded digests nothing. (_blake2 is what hashlib.blake2b is, without OpenSSL.)
+    global _blake2b_fn
+    if _blake2b_fn is None:
+        try:
+            from _blake2 import blake2b
+        except ImportError:  # pragma: no cover - an interpreter built without _blake2
+            from hashlib import blake2b
+        _blake2b_fn = blake2b
+    return _blake2b_fn
+
+
+_blake2b_fn = None
 
 
 def signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -132,9 +143,19 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if os.fstat(f.fileno()).st_size < _HEADER_SIZE:
+                return _decode(path, f.read())  # too short to be one: said below
+            # Mapped, not read: the entries are copied out once, by the unmarshalling.
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise ImageError(path, f"cannot read build image: {exc.strerror or exc}") from exc
+    try:
+        return _decode(path, data)
+    finally:
+        data.close()
+
+
+def _decode(path: str, data: mmap.mmap | bytes) -> Image:
     if data[: len(MAGIC)] != MAGIC:
         raise ImageError(path, "not a build image (bad magic)")
     magic_end = len(MAGIC) + len(MAGIC_NUMBER)
@@ -143,9 +164,17 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     if len(data) < _HEADER_SIZE:
         raise ImageError(path, "build image is truncated")
     expected = int.from_bytes(data[magic_end:_HEADER_SIZE], "big")
-    payload = memoryview(data)[_HEADER_SIZE:]
-    if binascii.crc32(payload) != expected:
-        raise ImageError(path, "build image is corrupt (checksum mismatch)")
+    with memoryview(data) as view:
+        payload = view[_HEADER_SIZE:]
+        try:
+            if binascii.crc32(payload) != expected:
+                raise ImageError(path, "build image is corrupt (checksum mismatch)")
+            return _entries(path, payload)
+        finally:
+            payload.release()
+
+
+def _entries(path: str, payload: memoryview) -> Image:
     try:
         build_id, root, raw = marshal.loads(payload)
         entries = {source: ImageEntry(digest, code) for source, (digest, code) in raw.items()}
