@@ -28,7 +28,7 @@ from . import _jumptable
 from ._loader import BuildFinder, install
 from .image import Image, ImageError, read_image
 
-__all__ = ["main", "run_module", "run_script"]
+__all__ = ["SITE_DIR", "main", "run_module", "run_script"]
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 _ModuleType = type(sys)  # types.ModuleType, without importing types
+
+# Put on PYTHONPATH (by `thinlink dev`), it makes every Python process a program starts
+# (multiprocessing workers, subprocesses) load the session's build and join the session.
+SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_site")
 
 _USAGE = "usage: python -m hotpatch.boot [--image PATH] (SCRIPT | -m MODULE) [ARGS...]\n"
 

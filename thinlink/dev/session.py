@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hotpatch
-from hotpatch import lifeline
+from hotpatch import boot, lifeline
 from hotpatch.bundle import Bundle, encode
 from hotpatch.gcpause import paused as gc_paused
 from hotpatch.protocol import new_secret
@@ -63,7 +63,7 @@ __all__ = ["DevSession"]
 
 _GRACE = 5.0  # seconds between SIGTERM/SIGINT and SIGKILL
 _SETTLE = SETTLE  # seconds a file that looks half-written gets to be completed
-_SITE = str(Path(hotpatch.__file__).parent / "_site")
+_SITE = boot.SITE_DIR
 
 
 class DevSession:
