@@ -13,6 +13,10 @@ A record is read, checksummed, only when it is used (a rebuild, a patch, an imag
 found damaged then is compiled again from its source. A cache whose database is damaged
 is set aside and the build starts again on an empty one.
 
+Records here are named tuples, as in `units`: `thinlink build` after an edit is a
+whole command a user waits for, and `dataclasses` (with the `inspect` it imports) would
+be a tenth of it.
+
 A plain build never executes project code. A file that fails (a syntax error, an
 undecodable or unreadable file, anything the compiler raises on it) is recorded with its
 error; the others still build.
@@ -22,10 +26,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import namedtuple
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from hotpatch.image import signature, source_digest
 from thinlink.errors import DISK_FULL, CacheFull, SourceError, ThinlinkError
@@ -34,9 +37,6 @@ from thinlink.launch import TreeCheck, TreeState, check_tree, claim_cache_dir, r
 from .cache import Cache, CacheDamaged, set_aside
 from .manifest import BuildStore, Manifest, ModuleEntry, make_build_id
 from .rebuild import compile_whole, count_units, rebuild, store
-
-if TYPE_CHECKING:
-    import concurrent.futures
 
 __all__ = ["Action", "BuildResult", "Builder", "ModuleChange"]
 
@@ -54,29 +54,24 @@ class Action(StrEnum):
     FAILED = "failed"  # its error is in the build's errors
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleChange:
+class ModuleChange(
+    namedtuple("ModuleChange", "name action compiled relocated seconds", defaults=(0, 0, 0.0))
+):
     """What a build did to one module that was not simply reused."""
 
-    name: str
-    action: Action
-    compiled: int = 0
-    relocated: int = 0
-    seconds: float = 0.0
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class BuildResult:
+class BuildResult(
+    namedtuple(
+        "BuildResult",
+        "manifest compiled reused relocated seconds errors warnings changes",
+        defaults=(0, 0, 0, 0.0, (), (), ()),
+    )
+):
     """The outcome of one build: its manifest, counts and errors."""
 
-    manifest: Manifest
-    compiled: int = 0
-    reused: int = 0
-    relocated: int = 0
-    seconds: float = 0.0
-    errors: tuple[ThinlinkError, ...] = ()
-    warnings: tuple[str, ...] = ()
-    changes: tuple[ModuleChange, ...] = ()
+    __slots__ = ()
 
     @property
     def ok(self) -> bool:
@@ -109,14 +104,8 @@ class BuildResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A file to compile whole: where it is, its module name, its bytes and their digest."""
-
-    path: str
-    name: str
-    data: bytes
-    digest: str
+# A file to compile whole: where it is, its module name, its bytes and their digest.
+_Pending = namedtuple("_Pending", "path name data digest")
 
 
 class Builder:
@@ -442,31 +431,27 @@ class Builder:
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-        return _pool_results(pool, batches, results)
+        return self._pool_results(pool, batches, results)
 
+    @staticmethod
+    def _pool_results(pool, batches, results):  # noqa: ANN001, ANN205 - see _compile_in_pool
+        from concurrent.futures.process import BrokenProcessPool
 
-def _pool_results(
-    pool: concurrent.futures.ProcessPoolExecutor,
-    batches: list[list[_Pending]],
-    results: Iterator[list[object]],
-) -> Iterator[tuple[_Pending, object]]:
-    from concurrent.futures.process import BrokenProcessPool
-
-    with pool:
-        done = 0
-        try:
-            for batch, outcome in zip(batches, results, strict=True):
-                for pending, result in zip(batch, outcome, strict=True):
-                    if isinstance(result, _WorkerError):
-                        result = SourceError(*result.fields)
-                    yield pending, result
-                done += 1
-        except BrokenProcessPool:
-            # A worker died (killed, or a compiler crash on some file): what it had not
-            # sent back is compiled here, one file at a time.
-            for batch in batches[done:]:
-                for pending in batch:
-                    yield pending, _compile_one(pending)
+        with pool:
+            done = 0
+            try:
+                for batch, outcome in zip(batches, results, strict=True):
+                    for pending, result in zip(batch, outcome, strict=True):
+                        if isinstance(result, _WorkerError):
+                            result = SourceError(*result.fields)
+                        yield pending, result
+                    done += 1
+            except BrokenProcessPool:
+                # A worker died (killed, or a compiler crash on some file): what it had
+                # not sent back is compiled here, one file at a time.
+                for batch in batches[done:]:
+                    for pending in batch:
+                        yield pending, _compile_one(pending)
 
 
 def _raise_if_full(exc: OSError, cache_dir: str) -> None:
@@ -478,12 +463,9 @@ def _raise_if_full(exc: OSError, cache_dir: str) -> None:
 # compiling whole files: in this process, or in workers --------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _WorkerError:
-    """A SourceError's fields, to cross from a worker process (the error itself does
-    not unpickle: its args are the formatted message, not the constructor's)."""
-
-    fields: tuple[str, int, int, str, str]
+# A SourceError's fields, to cross from a worker process (the error itself does not
+# unpickle: its args are the formatted message, not the constructor's).
+_WorkerError = namedtuple("_WorkerError", "fields")
 
 
 def _compile_one(pending: _Pending) -> object:

@@ -107,7 +107,7 @@ class Cache:
         self._records: dict[str, ModuleRecord] = {}
         self._texts: dict[str, SourceText] = {}
         # Values not written yet (records still unserialised), see WriteBehind.
-        self.behind: WriteBehind[str, bytes | ModuleRecord] = WriteBehind(self._write_all)
+        self.behind = WriteBehind(self._write_all)
         self.attempted = 0  # bytes this cache was asked to store: for a full disk's message
         claim_cache_dir(self.directory)
         self._store = self._open()

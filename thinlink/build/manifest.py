@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 import os
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 import xxhash
 
@@ -27,40 +27,36 @@ _MAGIC = b"TLMANIF3"
 _SHOWN = 60  # characters of an unreadable file shown in a message
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleEntry:
+class ModuleEntry(
+    namedtuple("ModuleEntry", "name path digest record units error", defaults=(0, None))
+):
     """One module in a build. `error` is set (and `record` None) when it failed.
 
     `digest` is the file's source digest (`hotpatch.image.source_digest`: what the
     runtime checks a file against); None when the file could not be read.
     """
 
-    name: str
-    path: str
-    digest: str | None
-    record: str | None
-    units: int = 0
-    error: str | None = None
+    __slots__ = ()
 
     def renamed(self, name: str) -> ModuleEntry:
         """The same file under another module name (its package gained an `src/`...)."""
-        return self if name == self.name else ModuleEntry(name, *_fields(self)[1:])
+        return self if name == self.name else self._replace(name=name)
 
 
-def _fields(entry: ModuleEntry) -> tuple:
-    return (entry.name, entry.path, entry.digest, entry.record, entry.units, entry.error)
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(namedtuple("Manifest", "build_id root modules created tag")):
     """A build: its id and its modules. The id is derived from the content."""
 
-    build_id: str
-    root: str
-    modules: tuple[ModuleEntry, ...]
-    created: float = 0.0
-    tag: str = INTERPRETER_TAG
-    _by_path: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        build_id: str,
+        root: str,
+        modules: tuple[ModuleEntry, ...],
+        created: float = 0.0,
+        tag: str = INTERPRETER_TAG,
+    ) -> Manifest:
+        return super().__new__(cls, build_id, root, modules, created, tag)
 
     @property
     def failed(self) -> tuple[ModuleEntry, ...]:
@@ -71,9 +67,7 @@ class Manifest:
         return sum(m.units for m in self.modules)
 
     def by_path(self) -> dict[str, ModuleEntry]:
-        if not self._by_path:
-            self._by_path.update((m.path, m) for m in self.modules)
-        return self._by_path
+        return {m.path: m for m in self.modules}
 
     def by_name(self) -> dict[str, ModuleEntry]:
         return {m.name: m for m in self.modules}
@@ -95,7 +89,7 @@ class BuildStore:
         self.cache_dir = os.fspath(cache_dir)
         self.builds = os.path.join(self.cache_dir, "builds")
         self.refs = os.path.join(self.cache_dir, "refs")
-        self.behind: WriteBehind[str, bytes] = WriteBehind(self._write_files)
+        self.behind = WriteBehind(self._write_files)
         self._loaded: dict[str, Manifest] = {}  # manifests by id: a build id names content
 
     def flush(self) -> int:
@@ -131,7 +125,7 @@ class BuildStore:
                 return  # written before, and readable
             except BuildNotFound:  # unreadable (damaged, or vanished just now): rewrite it
                 pass
-        modules = tuple(_fields(m) for m in manifest.modules)
+        modules = tuple(tuple(m) for m in manifest.modules)  # marshal takes plain tuples
         payload = marshal.dumps(
             (manifest.build_id, manifest.root, manifest.tag, manifest.created, modules)
         )

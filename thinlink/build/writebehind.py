@@ -7,22 +7,18 @@ code. Readers of a store that writes behind see their own unwritten values first
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable
 
 __all__ = ["WriteBehind"]
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
-
-class WriteBehind(Generic[K, V]):
+class WriteBehind:
     """A buffer of pending writes, off until `start()`; `flush()` hands them, in the order
     they came, to the store's `write(items)`. May not be shared between threads."""
 
-    def __init__(self, write: Callable[[dict[K, V]], None]) -> None:
+    def __init__(self, write: Callable[[dict], None]) -> None:
         self._write = write
-        self._pending: dict[K, V] | None = None
+        self._pending: dict | None = None
 
     @property
     def active(self) -> bool:
@@ -33,14 +29,14 @@ class WriteBehind(Generic[K, V]):
         if self._pending is None:
             self._pending = {}
 
-    def hold(self, key: K, value: V) -> bool:
+    def hold(self, key: object, value: object) -> bool:
         """Keep `value` for `key` until the next flush; False (nothing kept) when off."""
         if self._pending is None:
             return False
         self._pending[key] = value
         return True
 
-    def get(self, key: K) -> V | None:
+    def get(self, key: object) -> object | None:
         """The value held for `key`, if any."""
         return None if not self._pending else self._pending.get(key)
 

@@ -7,7 +7,6 @@ words after it are the program's, as with `python` (`thinlink.launch.program_sta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from thinlink import launch
@@ -205,6 +204,8 @@ def build_command(args: argparse.Namespace) -> int:
             builder.close()
         summary = result.summary()
     if args.json:
+        import json  # only asked for by scripts
+
         console.echo(json.dumps(summary))
     else:
         _print_build(summary)
@@ -351,6 +352,8 @@ def patch_command(args: argparse.Namespace) -> int:
         save(result.bundle, args.output)
     summary = result.summary()
     if args.json:
+        import json
+
         console.echo(json.dumps(summary))
     else:
         _print_patch(summary, args.output)

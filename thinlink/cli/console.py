@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
 
 __all__ = ["echo", "error", "info", "progress", "success", "warning"]
 
@@ -38,7 +37,7 @@ def echo(message: str) -> None:
     _line(message, sys.stdout, None)
 
 
-def _line(message: str, stream: TextIO | None, style: str | None) -> None:
+def _line(message: str, stream: object, style: str | None) -> None:
     if stream is None:  # no console at all (pythonw)
         return
     if style is not None and _is_terminal(stream):
@@ -50,7 +49,7 @@ def _line(message: str, stream: TextIO | None, style: str | None) -> None:
     stream.flush()
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def _is_terminal(stream: object) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # replaced or closed
