@@ -1020,7 +1020,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=20, help="timed edits per case (+1 warm-up)")
     parser.add_argument("--quick", action="store_true", help="3 edits per case: a smoke test")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=list(TOOLS))
     parser.add_argument("--fanout", nargs="*", default=["fork", "spawn"], choices=["fork", "spawn"])
     parser.add_argument("--fanout-size", default="2k", choices=list(SIZES))
