@@ -36,6 +36,7 @@ from _common import (
     source_state,
     time_call,
     touch_all,
+    wait_for_quiet,
     write_results,
 )
 
@@ -403,12 +404,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios", nargs="+", default=["cold", "noop", "touch", "edit"],
         choices=["cold", "noop", "touch", "edit"], help="noop and touch run together",
     )  # fmt: skip
+    parser.add_argument("--wait-load", type=float, help="wait for the load below this first")
+    parser.add_argument("--wait-max", type=float, default=900, help="... at most this long (s)")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.wait_load is not None:
+        wait_for_quiet(args.wait_load, args.wait_max)
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         runs = 2 if args.quick else args.runs
         b = Bench(Path(tmp, "corpus"), Path(tmp), runs, args.thinlink_path.resolve())

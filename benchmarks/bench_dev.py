@@ -43,6 +43,7 @@ from _common import (
     format_table,
     machine_info,
     source_state,
+    wait_for_quiet,
     write_results,
 )
 
@@ -1007,13 +1008,6 @@ def snapshot(checkout: Path, dest: Path) -> Path:
             checkout / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
         )
     return dest
-
-
-def wait_for_quiet(threshold: float, longest: float) -> None:
-    deadline = time.monotonic() + longest
-    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() < deadline:
-        print(f"load average {load:.2f} >= {threshold}: waiting", flush=True)
-        time.sleep(min(60.0, max(deadline - time.monotonic(), 1.0)))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

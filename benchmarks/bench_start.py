@@ -41,6 +41,7 @@ from _common import (
     run,
     source_state,
     touch_all,
+    wait_for_quiet,
     write_results,
 )
 
@@ -274,13 +275,6 @@ def resolve_env(thinlink_path: Path) -> tuple[dict[str, str], str]:
         return env, f"thinlink installed from {thinlink_path}"
     env["PYTHONPATH"] = str(thinlink_path)
     return env, f"PYTHONPATH={thinlink_path} for both sides (installed: {found or 'none'})"
-
-
-def wait_for_quiet(threshold: float, longest: float) -> None:
-    deadline = time.monotonic() + longest
-    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() < deadline:
-        print(f"load average {load:.2f} >= {threshold}: waiting", flush=True)
-        time.sleep(min(30.0, max(deadline - time.monotonic(), 1.0)))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
