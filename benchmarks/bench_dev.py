@@ -135,7 +135,8 @@ if __name__ == "__main__":
 
 # Runs `thinlink dev` with timestamps around its stages; one JSON line per patch on stderr.
 PROFILE_WRAPPER = """\
-import json, sys, time
+import faulthandler, json, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the bench asks, if we hang
 import thinlink.launch
 import thinlink.build.builder, thinlink.build.cache, thinlink.build.manifest
 import thinlink.dev.session, thinlink.dev.server
@@ -367,6 +368,7 @@ class AppRun:
         self.stderr: list[tuple[float, str]] = []
         self.stdout: list[str] = []  # lines other than reports (jurigged logs to stdout)
         self.hung = ""  # the process group, when SIGINT did not stop the reloader
+        self.dumps_on_sigusr1 = False  # the instrumented thinlink: faulthandler's dump
         self.proc = subprocess.Popen(
             cmd,
             cwd=cwd,
@@ -427,6 +429,9 @@ class AppRun:
             except subprocess.TimeoutExpired:
                 stopped = False
                 self.hung = _process_tree(self.proc.pid)
+                if self.dumps_on_sigusr1:  # its threads' stacks, on stderr
+                    os.kill(self.proc.pid, signal.SIGUSR1)
+                    time.sleep(1.0)
                 _kill_group(self.proc.pid)
                 self.proc.wait()
         _kill_group(self.proc.pid)
@@ -554,6 +559,7 @@ class Bench:
         self.log(f"  {case.name}: {case.lines} lines, load {case.loadavg}")
         started = time.monotonic()
         app = AppRun(cmd, app_dir, env)
+        app.dumps_on_sigusr1 = case.tool == "thinlink-prof"
         try:
             roles = list(dict.fromkeys(["main", *case.roles]))
             if len(app.wait_marker(roles, version, 300)) < len(roles):
@@ -565,7 +571,9 @@ class Bench:
             version = self._edits(case, app, source, head, tail, version)
         finally:
             if not app.stop():
-                tail = " | ".join(line for _, line in app.stderr[-5:])
+                time.sleep(0.5)  # the rest of its stderr
+                lines = [line for _, line in app.stderr if not line.startswith("TLPROF ")]
+                tail = " | ".join(lines[-40:])
                 self.problem(
                     case,
                     "the reloader did not stop on SIGINT within 10 s (killed); its processes: "
