@@ -552,6 +552,20 @@ def test_first_ctrl_c_stops_the_app_gracefully(dev, project: Path) -> None:
     assert time.monotonic() - stopped < 3  # and at once (nothing waits for the grace)
 
 
+def test_ctrl_c_landing_on_another_thread_stops_the_session(dev, project: Path) -> None:
+    # A signal sent to a process goes to whichever of its threads the kernel picks: one
+    # that lands on a helper thread (the watcher, the server) must stop the session too.
+    write(project, {"app.py": GRACEFUL_APP})
+    app = dev("app.py")
+    app.wait_out(r"^START ")
+    main = app.proc.pid
+    helpers = [int(t) for t in os.listdir(f"/proc/{main}/task") if int(t) != main]
+    assert helpers, "thinlink dev runs threads besides its main one"
+    os.kill(helpers[-1], signal.SIGINT)  # the whole process's signal, that thread first
+    app.wait_out(r"^cleaning up$")
+    assert app.wait() == 3, app.transcript()
+
+
 def test_second_ctrl_c_forces_the_app_to_stop(dev, project: Path) -> None:
     write(
         project,

@@ -121,7 +121,13 @@ class DevSession:
         while True:
             proc = self.proc
             assert proc is not None
-            code = proc.wait()
+            # In steps: a signal the kernel hands to one of our other threads (watcher,
+            # server) does not interrupt a blocking wait, and its handler runs only here,
+            # once this thread runs Python code again.
+            try:
+                code = proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                continue
             with self._lock:
                 if self.proc is not proc:
                     continue  # restarted: wait for the new one
