@@ -1059,6 +1059,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--thinlink-path", type=Path, default=REPO_ROOT, help="on PYTHONPATH")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--name", default="dev", help="results/NAME.{md,json} (a partial run: another name)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.edits = 3
@@ -1116,7 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "problems": bench.problems,
         }
-        paths = write_results("dev", data, text)
+        paths = write_results(args.name, data, text)
         print("wrote", *paths)
     return 1 if bench.problems else 0
 
