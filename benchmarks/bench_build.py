@@ -372,7 +372,9 @@ def _render_edit(edit: dict) -> list[str]:
     ]
 
 
-def save(b: Bench, corpus: dict, stats: dict, comparisons: list, edit: dict, text: str) -> None:
+def save(
+    name: str, b: Bench, corpus: dict, stats: dict, comparisons: list, edit: dict, text: str
+) -> None:
     data = {
         **machine_info(),
         "corpus": corpus,
@@ -390,7 +392,7 @@ def save(b: Bench, corpus: dict, stats: dict, comparisons: list, edit: dict, tex
         f"{corpus['files']} files, {corpus['lines']} lines ({corpus['source']}); "
         f"{b.runs} runs per measurement.\n\n"
     )
-    for path in write_results("build", data, f"{header}```\n{text}```\n"):
+    for path in write_results(name, data, f"{header}```\n{text}```\n"):
         print(f"wrote {path}")
 
 
@@ -407,6 +409,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wait-load", type=float, help="wait for the load below this first")
     parser.add_argument("--wait-max", type=float, default=900, help="... at most this long (s)")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--name", default="build", help="results/NAME.{md,json} (a partial run: another name)"
+    )
     return parser.parse_args(argv)
 
 
@@ -439,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     if not args.no_write:
         corpus = {"source": str(args.corpus), "files": files, "lines": lines, "bytes": size}
-        save(b, corpus, stats, comparisons, edit, text)
+        save(args.name, b, corpus, stats, comparisons, edit, text)
     return 0
 
 
