@@ -36,6 +36,7 @@ __all__ = [
     "source_state",
     "time_call",
     "touch_all",
+    "wait_for_quiet",
     "write_results",
 ]
 
@@ -97,6 +98,16 @@ def touch_all(tree: Path, mtime: int) -> None:
     """Set every ``*.py`` file's mtime under ``tree``, contents unchanged (a branch switch)."""
     for path in tree.rglob("*.py"):
         os.utime(path, (mtime, mtime))
+
+
+def wait_for_quiet(threshold: float, longest: float) -> float:
+    """Wait (at most `longest` seconds) for the 1-minute load average to drop below
+    `threshold`; return the load average when done waiting."""
+    deadline = time.monotonic() + longest
+    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() < deadline:
+        print(f"load average {load:.2f} >= {threshold}: waiting", flush=True)
+        time.sleep(min(30.0, max(deadline - time.monotonic(), 1.0)))
+    return load
 
 
 def baseline_env(**extra: str) -> dict[str, str]:

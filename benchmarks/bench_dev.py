@@ -43,6 +43,7 @@ from _common import (
     format_table,
     machine_info,
     source_state,
+    wait_for_quiet,
     write_results,
 )
 
@@ -57,6 +58,9 @@ TOOL_NAMES = {
     "restart": "watchfiles restart",
 }
 WORKERS = 8
+# The history scenario's project and cache, and the cache every other thinlink case of a
+# run shares (directory names under the run's work dir).
+HISTORY, HISTORY_CACHE, RUN_CACHE = "history", "history-cache", "run-cache"
 TARGET_P50, TARGET_P95 = 0.020, 0.050
 SPEC_ALTERNATIVES = "jurigged 56 ms, 273 ms, 21 s; restart with watchfiles 174 ms (trivial app)"
 PATCH_LINE = re.compile(
@@ -131,28 +135,31 @@ if __name__ == "__main__":
 
 # Runs `thinlink dev` with timestamps around its stages; one JSON line per patch on stderr.
 PROFILE_WRAPPER = """\
-import json, sys, time
+import faulthandler, json, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the bench asks, if we hang
+import thinlink.launch
 import thinlink.build.builder, thinlink.build.cache, thinlink.build.manifest
-import thinlink.build.rebuild, thinlink.dev.session
-import thinlink.dev.server
+import thinlink.dev.session, thinlink.dev.server
 from thinlink.cli import main
 
 stamps = {}
+missing = []  # names that are not in the code measured: their stages read 0
 
 def emit():
     sys.stderr.write("TLPROF " + json.dumps(stamps) + "\\n")
     sys.stderr.flush()
 
 detects = []  # when the watcher yielded each batch (its thread may run ahead of patching)
-watch_changes = thinlink.dev.watch_changes
+session = thinlink.dev.session
+watch_changes = session.watch_changes
 
 def watch(*args, **kwargs):
     for batch in watch_changes(*args, **kwargs):
         detects.append(time.time())
         yield batch
 
-thinlink.dev.watch_changes = watch
-on_change = thinlink.dev.DevSession.on_change
+session.watch_changes = watch
+on_change = session.DevSession.on_change
 
 def patch(self, paths):
     stamps.clear()
@@ -164,13 +171,14 @@ def patch(self, paths):
         stamps["on_change"] = [start, time.time(), time.time() - start]
         emit()
 
-thinlink.dev.DevSession.on_change = patch
+session.DevSession.on_change = patch
 
 def timed(owner, name, key, after=None):
     # stamps[key] = [first start, last end, summed seconds] over the calls of one save
     fn = getattr(owner, name, None)
     if fn is None:
-        return  # renamed in the code measured: its stage reads 0
+        missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+        return
     def wrapper(*args, **kwargs):
         start = time.time()
         result = fn(*args, **kwargs)
@@ -188,17 +196,21 @@ def reports(result):
         for r in result
     ]
 
-timed(thinlink.dev.session, "_settle", "settle")
-timed(thinlink.build.builder, "discover", "discover")
-timed(thinlink.build.rebuild, "rebuild", "rebuild()")  # build.py imports it when first needed
+builder = thinlink.build.builder
+timed(session, "_settle", "settle")
+timed(thinlink.launch, "discover", "discover")  # builder imports it when first needed
+timed(builder, "rebuild", "rebuild()")
+timed(thinlink.build.cache.Cache, "get_record", "get_record")
 timed(thinlink.build.cache.Cache, "flush", "flush")
 timed(thinlink.build.manifest.BuildStore, "flush", "store flush")
 timed(thinlink.build.manifest.BuildStore, "save", "manifest save")
 timed(thinlink.build.manifest.BuildStore, "set_ref", "refs")
-timed(thinlink.build.Builder, "build", "build")
-timed(thinlink.dev.session, "make_patch", "make_patch")
-timed(thinlink.dev.session, "encode", "encode")
+timed(builder.Builder, "build", "build")
+timed(session, "make_patch", "make_patch")
+timed(session, "encode", "encode")
 timed(thinlink.dev.server.DevServer, "broadcast", "broadcast", reports)
+if missing:
+    sys.stderr.write("TLPROF-MISSING " + " ".join(missing) + "\\n")
 sys.argv = ["thinlink", *sys.argv[1:]]
 main()
 """
@@ -355,6 +367,8 @@ class AppRun:
         self.delivers: list[tuple[int, float, float]] = []  # instrumented: pid, start, end
         self.stderr: list[tuple[float, str]] = []
         self.stdout: list[str] = []  # lines other than reports (jurigged logs to stdout)
+        self.hung = ""  # the process group, when SIGINT did not stop the reloader
+        self.dumps_on_sigusr1 = False  # the instrumented thinlink: faulthandler's dump
         self.proc = subprocess.Popen(
             cmd,
             cwd=cwd,
@@ -404,13 +418,20 @@ class AppRun:
                     return got
                 self.cond.wait(min(left, 0.5))
 
-    def stop(self) -> None:
-        """SIGINT (each reloader passes it on to the app), then SIGKILL for leftovers."""
+    def stop(self) -> bool:
+        """SIGINT (each reloader passes it on to the app), then SIGKILL for leftovers;
+        False if the reloader had to be killed."""
+        stopped = True
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                stopped = False
+                self.hung = _process_tree(self.proc.pid)
+                if self.dumps_on_sigusr1:  # its threads' stacks, on stderr
+                    os.kill(self.proc.pid, signal.SIGUSR1)
+                    time.sleep(1.0)
                 _kill_group(self.proc.pid)
                 self.proc.wait()
         _kill_group(self.proc.pid)
@@ -422,6 +443,17 @@ class AppRun:
                 pass
         for t in self._threads:
             t.join(timeout=5)
+        return stopped
+
+
+def _process_tree(pgid: int) -> str:
+    """What is left of a process group (for the report when a reloader would not stop)."""
+    done = subprocess.run(
+        ["ps", "-o", "pid,ppid,stat,wchan:20,etime,args", "-g", str(pgid)],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
 
 
 def _kill_group(pgid: int) -> None:
@@ -443,6 +475,11 @@ class Case:
     edits: int = 20
     timeout: float = 15.0
     max_timeouts: int = 2
+    # The history scenario: sessions one after another on one project and cache dir.
+    project: str | None = None  # the shared project's directory name (else a new one)
+    cache: str | None = None  # the cache dir's name under the work dir (else the project's)
+    session: str = ""  # the session's label in the history table
+    history: int = 0  # sessions that used this cache before this one (-1: the run's cache)
     # filled in by the run
     lines: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -458,7 +495,12 @@ class Case:
 
     @property
     def name(self) -> str:
-        return f"{self.tool}/{self.size}/{self.mode}/{self.kind}"
+        name = f"{self.tool}/{self.size}/{self.mode}/{self.kind}"
+        return f"{name}/{self.session}" if self.session else name
+
+    @property
+    def in_history(self) -> bool:
+        return self.project is not None
 
     @property
     def roles(self) -> list[str]:
@@ -477,17 +519,21 @@ class Bench:
     thinlink_path: Path
     log: Callable[[str], None] = functools.partial(print, flush=True)
     problems: list[str] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)  # a shared project's last marker
 
     def command(self, case: Case, app_dir: Path) -> tuple[list[str], dict[str, str]]:
         args = ["app.py", case.mode, str(WORKERS if case.mode != "single" else 0)]
         env = baseline_env(PYTHONPATH=str(self.thinlink_path), BENCH_POLL=str(self.poll_ms / 1000))
+        for name in [n for n in env if n.startswith("THINLINK_")]:
+            del env[name]
+        cache = ["--cache-dir", str(self.work / case.cache)] if case.cache else []
         if case.tool == "thinlink":
-            return [PY, "-m", "thinlink", "dev", *args], env
+            return [PY, "-m", "thinlink", "dev", *cache, *args], env
         if case.tool == "thinlink-prof":
             wrapper = self.work / "tl_profile.py"
             wrapper.write_text(PROFILE_WRAPPER)
             env["BENCH_INSTRUMENT"] = "1"
-            return [PY, str(wrapper), "dev", *args], env
+            return [PY, str(wrapper), "dev", *cache, *args], env
         if case.tool == "jurigged":
             return [PY, "-m", "jurigged", *args], env
         if case.tool == "restart":
@@ -496,35 +542,52 @@ class Bench:
         raise ValueError(case.tool)
 
     def run_case(self, case: Case) -> None:
-        app_dir = self.work / case.name.replace("/", "-")
-        app_dir.mkdir(parents=True)
-        (app_dir / "pyproject.toml").write_text('[project]\nname = "benchapp"\nversion = "0"\n')
-        (app_dir / "app.py").write_text(APP)
+        app_dir = self.work / (case.project or case.name.replace("/", "-"))
         head, tail = generate_module(SIZES[case.size])
         source = app_dir / f"{MODULE}.py"
-        source.write_text(head + marker_source(0, case.kind) + tail)
+        # A shared project goes on from the version the last session left (every version
+        # is new text: a save is never a cache hit of an earlier session's).
+        version = self.versions.get(case.project or "", 0)
+        if not source.exists():
+            app_dir.mkdir(parents=True)
+            (app_dir / "pyproject.toml").write_text('[project]\nname = "benchapp"\nversion = "0"\n')
+            (app_dir / "app.py").write_text(APP)
+            source.write_text(head + marker_source(version, case.kind) + tail)
         case.lines = source.read_text().count("\n")
         case.loadavg = round(os.getloadavg()[0], 2)
         cmd, env = self.command(case, app_dir)
         self.log(f"  {case.name}: {case.lines} lines, load {case.loadavg}")
         started = time.monotonic()
         app = AppRun(cmd, app_dir, env)
+        app.dumps_on_sigusr1 = case.tool == "thinlink-prof"
         try:
             roles = list(dict.fromkeys(["main", *case.roles]))
-            if len(app.wait_marker(roles, 0, 300)) < len(roles):
+            if len(app.wait_marker(roles, version, 300)) < len(roles):
                 err = "\n".join(line for _, line in app.stderr[-15:])
                 self.problem(case, f"the app did not start within 300 s:\n{err}")
                 return
             case.startup = time.monotonic() - started
             time.sleep(1.0)  # the reloader's watcher gets going
-            self._edits(case, app, source, head, tail)
+            version = self._edits(case, app, source, head, tail, version)
         finally:
-            app.stop()
+            if not app.stop():
+                time.sleep(0.5)  # the rest of its stderr
+                lines = [line for _, line in app.stderr if not line.startswith("TLPROF ")]
+                tail = " | ".join(lines[-40:])
+                self.problem(
+                    case,
+                    "the reloader did not stop on SIGINT within 10 s (killed); its processes: "
+                    f"{app.hung}; its last stderr lines: {tail}",
+                )
+        if case.project is not None:
+            self.versions[case.project] = version
         self._collect(case, app)
 
-    def _edits(self, case: Case, app: AppRun, source: Path, head: str, tail: str) -> None:
+    def _edits(
+        self, case: Case, app: AppRun, source: Path, head: str, tail: str, version: int
+    ) -> int:
+        """The case's edits, from `version` on; the last version written."""
         planned, timeout, spent = case.edits, case.timeout, 0.0
-        version = 0
         for i in range(planned + 1):  # edit 0 is the warm-up, reported as "first"
             version += 1
             write_time = write_source(source, head + marker_source(version, case.kind) + tail)
@@ -557,6 +620,7 @@ class Bench:
                 break
             # Settled before the next save, however long the reloader took for this one.
             time.sleep(self.gap + random.uniform(0, self.gap / 2) + min(latency, 10.0))
+        return version
 
     def _collect(self, case: Case, app: AppRun) -> None:
         writes = [d["write"] for d in case.edits_detail]
@@ -575,6 +639,8 @@ class Bench:
                 row = {k: float(match[k]) for k in ("total", "rebuild", "send", "apply")}
                 row.update(edit=index, processes=int(match["n"]), of=int(match["of"]))
                 case.patch_lines.append(row)
+            if line.startswith("TLPROF-MISSING "):
+                self.problem(case, f"instrumented names not found (stages read 0): {line[15:]}")
             if line.startswith("TLPROF "):
                 record = json.loads(line[7:])
                 index = edit_of(record["on_change"][0])
@@ -616,6 +682,7 @@ class Bench:
             "rebuild (Builder.build)": span("build"),
             "  discover": summed("discover"),
             "  rebuild() (the module)": summed("rebuild()"),
+            "  records read (get_record)": summed("get_record"),
             "  manifest save + refs": summed("manifest save") + summed("refs"),
             "patch making": span("make_patch"),
             "encode": span("encode"),
@@ -667,6 +734,9 @@ def stats_row(case: Case) -> dict:
         "mode": case.mode,
         "kind": case.kind,
         "lines": case.lines,
+        "session": case.session,
+        "cache": case.cache,
+        "sessions_before": case.history,
         "n": len(case.latencies),
         "timeouts": case.timeouts,
         "first": case.first,
@@ -704,6 +774,55 @@ def _table(headers: list[str], rows: list[list[object]]) -> list[str]:
     return ["```", format_table(headers, rows), "```", ""]
 
 
+def _history_table(cases: list[Case]) -> list[str]:
+    history = [c for c in cases if c.in_history]
+    if not history:
+        return []
+    rows = []
+    for c in history:
+        before = "the run's" if c.history < 0 else str(c.history)
+        rebuild = [p["rebuild"] / 1000 for p in c.patch_lines]
+        st = Stats.of(rebuild) if rebuild else None
+        rows.append(
+            [
+                c.session,
+                before,
+                *_latency_cells(c),
+                ms(st and st.median),
+                f"{c.startup:.2f}",
+                _met(c),
+            ]
+        )
+    size = history[0].size
+    return [
+        f"## Save to live on a cache that earlier sessions used ({size} lines, `same` edits)",
+        "",
+        "Sessions of `thinlink dev` one after another on one project and one cache dir, each "
+        "going on from the module version the last one left (every save is new text); the "
+        "first starts on a fresh cache. `the run's`: the same project on the cache that every "
+        "other thinlink case of this run used. `rebuild p50` is from thinlink's per-patch "
+        "line; `start s` is the session's start until the app runs (its build included).",
+        "",
+        *_table(
+            [
+                "session",
+                "sessions before",
+                "n",
+                "p50",
+                "p95",
+                "max",
+                "first",
+                "timeouts",
+                "load",
+                "rebuild p50",
+                "start s",
+                "target met",
+            ],
+            rows,
+        ),  # fmt: skip
+    ]
+
+
 def render(cases: list[Case], problems: list[str], info: dict) -> str:
     out = [
         "# Save to live: thinlink dev vs jurigged vs restart (watchfiles)",
@@ -722,7 +841,9 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
         "",
     ]
     timed = ["n", "p50", "p95", "max", "first", "timeouts", "load"]
-    single = [c for c in cases if c.mode == "single" and c.tool != "thinlink-prof"]
+    single = [
+        c for c in cases if c.mode == "single" and c.tool != "thinlink-prof" and not c.in_history
+    ]
     rows = [
         [c.size, c.lines, TOOL_NAMES[c.tool], c.kind, *_latency_cells(c), _met(c)] for c in single
     ]
@@ -754,6 +875,7 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
             "",
         ]
         out += _table(["size", "thinlink", "alternative", "p50 ratio", "p95 ratio"], ratio_rows)
+    out += _history_table(cases)
     fan = [c for c in cases if c.mode != "single" and c.tool != "thinlink-prof"]
     if fan:
         rows = []
@@ -783,7 +905,7 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
     for c in cases:
         if c.tool != "thinlink" or not c.patch_lines:
             continue
-        where = [c.size, c.mode, c.kind]
+        where = [c.size, c.mode, c.kind + (f" ({c.session})" if c.session else "")]
         for key in ("total", "rebuild", "send", "apply"):
             st = Stats.of([p[key] / 1000 for p in c.patch_lines])
             rows.append([*where, key, len(c.patch_lines), ms(st.median), ms(st.p95)])
@@ -814,7 +936,9 @@ def render(cases: list[Case], problems: list[str], info: dict) -> str:
             rows.append([key, len(values), ms(st.median), ms(st.p95), ms(max(values))])
         out += [
             f"## Where the time goes: thinlink dev, {c.size} lines, {c.mode}, `{c.kind}` "
-            f"edits (ms; load {c.loadavg})",
+            f"edits"
+            + (f", {c.session}, on a cache {c.history} sessions used" if c.session else "")
+            + f" (ms; load {c.loadavg})",
             "",
             PROFILE_NOTE,
             "",
@@ -854,6 +978,33 @@ def plan(args: argparse.Namespace) -> list[Case]:
         if tl and args.profile and mode == "fork":
             cases.append(Case("thinlink-prof", size, mode, edits=args.edits))
             cases.append(Case("thinlink-prof", size, mode, kind="same", edits=args.edits))
+    if not args.fresh_caches:
+        for case in cases:
+            if case.tool.startswith("thinlink"):
+                case.cache = RUN_CACHE
+    if tl and args.history:
+        cases += history_cases(args, others=any(c.cache == RUN_CACHE for c in cases))
+    return cases
+
+
+def history_cases(args: argparse.Namespace, others: bool) -> list[Case]:
+    """Sessions of `same` edits one after another on one project and one cache dir (the
+    first on a fresh cache); an instrumented one after them; and one on the cache the
+    run's other thinlink cases used."""
+    size, edits = args.history_size, args.edits
+
+    def session(label: str, tool: str, cache: str, before: int) -> Case:
+        return Case(
+            tool, size, kind="same", edits=edits, project=HISTORY, cache=cache,
+            session=label, history=before,
+        )  # fmt: skip
+
+    cases = [session(f"session {i + 1}", "thinlink", HISTORY_CACHE, i) for i in range(args.history)]
+    if args.profile:
+        n = args.history
+        cases.append(session(f"session {n + 1}, instrumented", "thinlink-prof", HISTORY_CACHE, n))
+    if others:
+        cases.append(session("on the run's cache", "thinlink", RUN_CACHE, -1))
     return cases
 
 
@@ -867,18 +1018,11 @@ def snapshot(checkout: Path, dest: Path) -> Path:
     return dest
 
 
-def wait_for_quiet(threshold: float, longest: float) -> None:
-    deadline = time.monotonic() + longest
-    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() < deadline:
-        print(f"load average {load:.2f} >= {threshold}: waiting", flush=True)
-        time.sleep(min(60.0, max(deadline - time.monotonic(), 1.0)))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=20, help="timed edits per case (+1 warm-up)")
     parser.add_argument("--quick", action="store_true", help="3 edits per case: a smoke test")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=list(TOOLS))
     parser.add_argument("--fanout", nargs="*", default=["fork", "spawn"], choices=["fork", "spawn"])
     parser.add_argument("--fanout-size", default="2k", choices=list(SIZES))
@@ -888,6 +1032,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the instrumented thinlink pass",
     )
+    parser.add_argument(
+        "--history", type=int, default=4, metavar="N",
+        help="sessions of `same` edits one after another on one cache (0: none)",
+    )  # fmt: skip
+    parser.add_argument("--history-size", default="24k", choices=list(SIZES))
+    parser.add_argument(
+        "--fresh-caches", action="store_true",
+        help="a cache per case (default: the thinlink cases share one, which the last "
+        "history session then starts on)",
+    )  # fmt: skip
     parser.add_argument("--poll-ms", type=float, default=0.2, help="the app's poll interval")
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between edits (+ jitter)")
     parser.add_argument("--budget", type=float, default=240, help="seconds of edits per case")
@@ -905,6 +1059,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--thinlink-path", type=Path, default=REPO_ROOT, help="on PYTHONPATH")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--name", default="dev", help="results/NAME.{md,json} (a partial run: another name)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.edits = 3
@@ -962,7 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "problems": bench.problems,
         }
-        paths = write_results("dev", data, text)
+        paths = write_results(args.name, data, text)
         print("wrote", *paths)
     return 1 if bench.problems else 0
 
