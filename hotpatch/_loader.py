@@ -30,7 +30,7 @@ import os
 import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
-from . import provenance
+from . import _metapath, provenance
 from .image import Image, ImageEntry, signature, source_digest
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
@@ -183,11 +183,7 @@ def install(image: Image, trusted: dict[str, tuple] | None = None) -> BuildFinde
         return _finder
     uninstall()
     _finder = BuildFinder(image, trusted)
-    try:
-        index = sys.meta_path.index(PathFinder)
-    except ValueError:
-        index = len(sys.meta_path)
-    sys.meta_path.insert(index, _finder)
+    _metapath.insert(_finder)
     return _finder
 
 
@@ -195,8 +191,7 @@ def uninstall() -> None:
     """Stop loading from the image. Idempotent. Modules already imported are unchanged."""
     global _finder
     if _finder is not None:
-        while _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+        _metapath.remove(_finder)
         _finder = None
 
 

@@ -26,9 +26,9 @@ client's thread while the main thread imports.
 from __future__ import annotations
 
 import os
-import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
+from . import _metapath
 from .image import source_digest
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
@@ -200,11 +200,7 @@ def track(roots: list[str], accept: Callable[[str], bool] | None = None) -> Trac
     global _finder
     untrack()
     _finder = TrackingFinder(roots, accept)
-    try:
-        index = sys.meta_path.index(PathFinder)
-    except ValueError:
-        index = len(sys.meta_path)
-    sys.meta_path.insert(index, _finder)
+    _metapath.insert(_finder)
     return _finder
 
 
@@ -212,8 +208,7 @@ def untrack() -> None:
     """Stop tracking new imports (digests already recorded stay). Idempotent."""
     global _finder
     if _finder is not None:
-        while _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+        _metapath.remove(_finder)
         _finder = None
 
 

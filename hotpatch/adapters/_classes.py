@@ -5,13 +5,28 @@ when the class is made (pydantic models, Django models)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 
+from ..bundle import RerunMode
 from ._changes import Statement
 
-__all__ = ["data_members"]
+__all__ = ["data_members", "remade_data"]
 
 # Decorators that leave a method a method (nothing is derived from it at class creation).
 _PLAIN = frozenset({"property", "staticmethod", "classmethod", "cached_property"})
+
+
+def remade_data(statements: list[Statement], base: type) -> Iterator[tuple[type, list[str]]]:
+    """(live class, its data members changed) for each class re-run by `statements` that
+    is a `base` subclass and whose data changed: what needs the class made again."""
+    for statement in statements:
+        if statement.mode != RerunMode.CLASS or not statement.names:
+            continue
+        live = statement.live(statement.names[0])
+        if isinstance(live, type) and issubclass(live, base):
+            changed = data_members(statement)
+            if changed:
+                yield live, changed
 
 
 def data_members(statement: Statement) -> list[str]:

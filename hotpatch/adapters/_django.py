@@ -21,9 +21,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..bundle import RerunMode
 from ._api import Adapter, Patch
-from ._classes import data_members
+from ._classes import remade_data
 
 __all__ = ["DjangoAdapter"]
 
@@ -37,18 +36,12 @@ class DjangoAdapter(Adapter):
         model = _model_base()
         if model is None:
             return
-        for statement in patch.statements:
-            if statement.mode != RerunMode.CLASS or not statement.names:
-                continue
-            live = statement.live(statement.names[0])
-            if isinstance(live, type) and issubclass(live, model):
-                changed = data_members(statement)
-                if changed:
-                    patch.needs_restart(
-                        f"{statement.module.__name__}:{live.__qualname__}: the fields or Meta "
-                        f"of a Django model changed ({', '.join(changed)}); its fields, "
-                        "managers and table are set up when the class is made"
-                    )
+        for live, changed in remade_data(patch.statements, model):
+            patch.needs_restart(
+                f"{live.__module__}:{live.__qualname__}: the fields or Meta of a Django model "
+                f"changed ({', '.join(changed)}); its fields, managers and table are set up "
+                "when the class is made"
+            )
 
     def after(self, patch: Patch) -> None:
         model = _model_base()

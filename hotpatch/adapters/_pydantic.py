@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from ..bundle import RerunMode
 from ._api import Adapter, Patch
-from ._classes import data_members
+from ._classes import remade_data
 
 __all__ = ["PydanticAdapter"]
 
@@ -27,15 +26,9 @@ class PydanticAdapter(Adapter):
         base = getattr(sys.modules.get("pydantic"), "BaseModel", None)
         if base is None:
             return
-        for statement in patch.statements:
-            if statement.mode != RerunMode.CLASS or not statement.names:
-                continue
-            live = statement.live(statement.names[0])
-            if isinstance(live, type) and issubclass(live, base):
-                changed = data_members(statement)
-                if changed:
-                    patch.needs_restart(
-                        f"{statement.module.__name__}:{live.__qualname__}: the fields, "
-                        f"configuration or validators of a pydantic model changed "
-                        f"({', '.join(changed)}); its validator is built when the class is made"
-                    )
+        for live, changed in remade_data(patch.statements, base):
+            patch.needs_restart(
+                f"{live.__module__}:{live.__qualname__}: the fields, configuration or "
+                f"validators of a pydantic model changed ({', '.join(changed)}); its "
+                "validator is built when the class is made"
+            )
