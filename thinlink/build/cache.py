@@ -134,6 +134,10 @@ class Cache:
             # once at the end of each build instead.
             cull_limit=0,
             sqlite_cache_size=_SQLITE_CACHE_PAGES,
+            # No fsync: a cache is rebuilt from its sources, and a store damaged by a power
+            # loss is set aside as a miss (see the module docstring). A crash of thinlink
+            # itself loses nothing either way: the writes are the kernel's by then.
+            sqlite_synchronous=0,
         )
 
     @contextlib.contextmanager
