@@ -123,6 +123,8 @@ def _after_fork() -> None:
     # would wait for the parent's reports in vain. Only the descriptor: a shutdown()
     # (as Channel.close does) would end the parent's connection too.
     global _thread, _channel, _lock
+    if _about_to_exec():
+        return  # the descriptor goes with the exec (sockets are made non-inheritable)
     _thread = None
     _lock = threading.Lock()  # another thread of the parent may have held it
     _connected.clear()
@@ -134,6 +136,20 @@ def _after_fork() -> None:
             pass
         _channel = None
     start(*(_joined or ()))
+
+
+def _about_to_exec() -> bool:
+    """This fork's child is about to run another program: `subprocess` calls the fork
+    hooks in the child only for a `preexec_fn` (Ray starts its servers so), and then
+    execs. A client started there would connect and be cut off mid-handshake."""
+    popen = getattr(sys.modules.get("subprocess"), "Popen", None)
+    execute = getattr(getattr(popen, "_execute_child", None), "__code__", None)
+    frame = sys._getframe(1) if execute is not None else None
+    while frame is not None:
+        if frame.f_code is execute:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:

@@ -12,6 +12,7 @@ run the new code. All of it runs in a private network namespace with loopback on
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,15 @@ def test_a_local_cluster_started_by_the_app_is_patched(tmp_path, namespace, home
     root = project(tmp_path / "proj")
     app = dev_app(namespace, root, home, "app.py", "local", namespace.temp_dir())
     try:
-        check_edits_reach_every_worker(app, root, ["local"])
+        line = check_edits_reach_every_worker(app, root, ["local"])
+        # Counted: the driver and the Ray workers that run the project's code (the actor's
+        # and the tasks'), not the programs Ray starts for itself (its monitors, agents,
+        # dashboard, prestarted workers, `setup_worker.py` before it execs the worker),
+        # which inherit the app's environment; none of them connects, even for a moment.
+        counted = re.search(r"(\d+)/(\d+) processes \((\d+) cluster workers", line)
+        assert counted, line
+        done, connected, workers = map(int, counted.groups())
+        assert done == connected == workers + 1 and workers >= 2, line
+        assert "dropped a connection" not in app.err.text(), app.transcript()
     finally:
         app.close()
