@@ -49,5 +49,5 @@ def test_reports_are_sorted_refusals_by_workers_apart_from_failures_of_the_app()
     assert outcome.workers() == 1 and outcome.slowest()["pid"] == 2
     assert outcome.notes() == [
         "1 refused (dask worker pid 3 on h: work: refused: x)",
-        "1 left during the patch",
+        "ray worker pid 4 left during the patch",
     ]
