@@ -11,9 +11,11 @@ session is called first (`HOTPATCH_RAY_RUNTIME_ENV_HOOK`).
 joining the session it asks Ray to load task functions and actor classes from the
 worker's own modules rather than from the copies the driver pickled by value when it
 first used them: those copies are no module's, so no patch would reach them, and a
-worker started after an edit would get the pickled, older code. A function or class
-that cannot be found in a module (one defined in the driver's script, which a worker
-cannot import) still comes pickled from the driver, and keeps the code of its first use.
+worker started after an edit would get the pickled, older code. (Ray names a function of
+the driver's script by the script's file name, which a worker on the same host imports.)
+A function or class that cannot be found in a module (the script of a driver started
+with `-m`, a function defined inside another) still comes pickled from the driver; a
+patch that changes one in a worker that holds it needs a restart (`ray_copies`).
 
 Ray is imported only by these functions, which only Ray calls.
 """
@@ -34,6 +36,7 @@ __all__ = ["SetupChain", "runtime_env", "setup_worker"]
 log = logging.getLogger(__name__)
 _SETUP_HOOK = f"{__name__}.setup_worker"
 _JOIN_WAIT = 3.0  # seconds a starting worker waits for the session (milliseconds, usually)
+_watching = False  # `PickledCopies` registered in this worker
 
 
 def runtime_env(env: dict[str, Any] | None) -> dict[str, Any]:
@@ -67,7 +70,20 @@ def setup_worker() -> None:
             "remote functions and actors keep the code they were first sent with",
             exc,
         )
+    _watch_pickled_copies()
     join(settings, "ray worker", wait=_JOIN_WAIT)
+
+
+def _watch_pickled_copies() -> None:
+    """Have a patch that changes code this worker runs as a copy pickled by the driver
+    say so, and need a restart (`ray_copies`): once per worker process."""
+    global _watching
+    if not _watching:
+        from ..adapters import register
+        from .ray_copies import PickledCopies
+
+        register(PickledCopies)
+        _watching = True
 
 
 def _load_code_from_modules() -> None:

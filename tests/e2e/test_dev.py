@@ -945,11 +945,14 @@ def test_a_process_that_leaves_while_its_forked_child_lives_is_not_waited_for(
             "work.py": 'def compute():\n    return "v1"\n',
         },
     )
-    app = dev("app.py")
+    app = dev("-v", "app.py")  # verbose: says when each process has connected
     child = int(app.wait_out(r"^FORKED (\d+)$").group(1))
     try:
         app.wait_out(r"^FORKED CHILD v1$", since=0)
         app.wait_out(r"^\d+ one$", since=0)
+        # The child starts its own client after the fork: the patch is made once the
+        # session has it (it printed its first value before that, and once counted "1/1").
+        app.wait_err(rf"pid {child} connected at build \w+", since=0)
         saved = time.monotonic()
         edit(project / "work.py", '"v1"', '"v2"')
         line = app.wait_err(PATCH_LINE)

@@ -183,3 +183,103 @@ def test_a_local_cluster_started_by_the_app_is_patched(tmp_path, namespace, home
         assert "dropped a connection" not in app.err.text(), app.transcript()
     finally:
         app.close()
+
+
+# The remote code in the driver's script (`__main__`), not in a module.
+SCRIPT = """\
+import json
+import os
+import sys
+
+import ray
+
+
+@ray.remote
+def where(i):
+    return {"version": "v1", "pid": os.getpid()}
+
+
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def bump(self):
+        self.count += 1
+        return {"version": "v1", "count": self.count, "pid": os.getpid()}
+
+
+def main():
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=10**8, _temp_dir=sys.argv[1]
+    )
+    counter = Counter.remote()
+    ray.get(counter.bump.remote())
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        runs = ray.get([where.remote(i) for i in range(4)])
+        print(json.dumps({"counter": ray.get(counter.bump.remote()), "tasks": runs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def versions(answer: dict) -> set[str]:
+    return {answer["counter"]["version"], *(r["version"] for r in answer["tasks"])}
+
+
+def test_remote_code_of_a_script_the_workers_import_by_name_is_patched_in_place(
+    tmp_path, namespace, home
+):
+    # Ray names a function of the driver's script by the script's file name (`app`), and
+    # a worker on the driver's host imports that: a module like any other, patched in place.
+    root = tmp_path / "proj"
+    write(root, {"pyproject.toml": "[project]\nname = 'proj'\n", "app.py": SCRIPT})
+    app = dev_app(namespace, root, home, "app.py", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        before = ask(app, timeout=120)
+        assert versions(before) == {"v1"}
+        since = len(app.err.lines)
+        edit(root / "app.py", '"v1"', '"v2"', count=2)
+        line = wait_for_patch(app, since)
+        assert "patched where, Counter.bump" in line and "cluster workers" in line, line
+        after = ask(app, timeout=120)
+        assert versions(after) == {"v2"}, after
+        assert after["counter"]["count"] == 3  # the same actor, its state kept
+        assert after["counter"]["pid"] == before["counter"]["pid"]
+        assert "restarting" not in app.err.text()
+    finally:
+        app.close()
+
+
+def test_remote_code_the_workers_hold_as_pickled_copies_restarts_the_app_and_says_why(
+    tmp_path, namespace, home
+):
+    # Started with -m, the script is `pkg.app`, which Ray names `app`: no worker imports
+    # that, so each runs the copies the driver pickled, which no patch reaches. Saying
+    # "patched" would leave them serving the old code; the app restarts, with the reason.
+    root = tmp_path / "proj"
+    files = {"pyproject.toml": "[project]\nname = 'proj'\n", "pkg/__init__.py": ""}
+    write(root, {**files, "pkg/app.py": SCRIPT})
+    app = dev_app(namespace, root, home, "-m", "pkg.app", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        assert versions(ask(app, timeout=120)) == {"v1"}
+        since = len(app.err.lines)
+        edit(root / "pkg" / "app.py", '"v1"', '"v2"', count=2)
+        line = app.wait_err(r"restarting: ", timeout=30, since=since).string
+        for name in ("pkg.app:where", "pkg.app:Counter.bump"):
+            assert name in line, line
+        assert "run by the Ray workers from a copy the driver pickled" in line, line
+        assert "no patch reaches" in line and "(in ray worker pid " in line, line
+        assert not [x for x in app.err.lines[since:] if re.search(r"\d patched ", x)]
+        # Started again: the new code runs everywhere (a new actor, counting from 1).
+        app.wait_out(r"^ready", timeout=120)
+        after = ask(app, timeout=120)
+        assert versions(after) == {"v2"}, after
+        assert after["counter"]["count"] == 2
+    finally:
+        app.close()
