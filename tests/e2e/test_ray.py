@@ -12,6 +12,7 @@ run the new code. All of it runs in a private network namespace with loopback on
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .clusters import Namespace, ask, engine_env, wait_for_patch
+from .clusters import Namespace, ask, engine_env, wait_for_patch, wait_until
 from .conftest import write
 from .devapp import DevApp, edit
 
@@ -283,3 +284,74 @@ def test_remote_code_the_workers_hold_as_pickled_copies_restarts_the_app_and_say
         assert after["counter"]["count"] == 2
     finally:
         app.close()
+
+
+# A task that Ray runs in a fresh worker each time (`max_calls=1`, as Ray does for GPU
+# tasks by default), from a script no worker imports (started with -m).
+FRESH = """\
+import json
+import os
+import sys
+
+import ray
+
+
+@ray.remote(max_calls=1)
+def where(i):
+    return {"version": "v1", "pid": os.getpid()}
+
+
+@ray.remote
+class Counter:
+    def bump(self):
+        return {"version": "v1", "pid": os.getpid()}
+
+
+def main():
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=10**8, _temp_dir=sys.argv[1]
+    )
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        counter = Counter.remote()  # an actor for this request only
+        runs = ray.get([where.remote(i) for i in range(2)] + [counter.bump.remote()])
+        ray.kill(counter)
+        print(json.dumps({"runs": runs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_workers_that_load_remote_code_after_the_patch_get_the_new_code(tmp_path, namespace, home):
+    # No worker holds a pickled copy when the patch comes (each task's worker left after
+    # it, the actor was killed): the patch applies, and the driver's remote function and
+    # actor class are sent anew, so that the fresh workers of the next tasks and the next
+    # actor load the new code, not the pickles of their first use.
+    root = tmp_path / "proj"
+    files = {"pyproject.toml": "[project]\nname = 'proj'\n", "pkg/__init__.py": ""}
+    write(root, {**files, "pkg/app.py": FRESH})
+    app = dev_app(namespace, root, home, "-m", "pkg.app", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        before = ask(app, timeout=120)["runs"]
+        assert {r["version"] for r in before} == {"v1"}
+        wait_until(lambda: not any(alive(r["pid"]) for r in before), what="the workers' exit")
+        since = len(app.err.lines)
+        edit(root / "pkg" / "app.py", '"v1"', '"v2"', count=2)
+        line = wait_for_patch(app, since)
+        assert "patched where, Counter.bump" in line, line
+        after = ask(app, timeout=120)["runs"]
+        assert {r["version"] for r in after} == {"v2"}, (after, app.transcript())
+        assert "restarting" not in app.err.text()
+    finally:
+        app.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
