@@ -187,7 +187,7 @@ def _about_to_exec() -> bool:
 def _run(line: lifeline.Lifeline | None) -> None:
     global _channel, _unreachable
     delay = 0.05
-    said = False  # a worker says once that it cannot reach the session (it keeps trying)
+    said = None  # a worker says once per session that it cannot reach it (and keeps trying)
     while True:
         assert _target is not None
         address, secret = _target
@@ -197,8 +197,8 @@ def _run(line: lifeline.Lifeline | None) -> None:
             _unreachable = str(exc)
             if _role is None and line is not None and line.session_gone():
                 line.end_process()
-            if _role is not None and not said:
-                said = True
+            if _role is not None and said != _target:
+                said = _target
                 log.warning(
                     "hotpatch: %s cannot reach the dev session at %s (%s); retrying",
                     _role,
