@@ -154,13 +154,23 @@ def _after_fork() -> None:
     # here, or the server would not see the parent leave while this child lives, and
     # would wait for the parent's reports in vain. Only the descriptor: a shutdown()
     # (as Channel.close does) would end the parent's connection too.
-    global _thread, _channel, _lock
+    global _thread, _channel, _lock, _send_lock, _connected, _answered
     if _about_to_exec():
         return  # the descriptor goes with the exec (sockets are made non-inheritable)
     _thread = None
-    _lock = threading.Lock()  # another thread of the parent may have held it
-    _connected.clear()
-    _answered.clear()
+    # New locks and events: the parent's client thread may have held one at the fork (it
+    # holds the send lock while it says its hello or sends a report), and that thread is
+    # not in the child to release it: the child would never say its hello.
+    _lock = threading.Lock()
+    _send_lock = threading.Lock()
+    _connected = threading.Event()
+    _answered = threading.Event()
+    # Likewise the lock patches are applied under (a fork during a patch): the child
+    # would wait for it forever, at its first patch or import.
+    targets = sys.modules.get(f"{__package__}._targets")  # not imported: nothing held
+    reinit = getattr(getattr(targets, "LOCK", None), "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
     if _channel is not None:
         try:
             _channel.sock.close()
