@@ -78,12 +78,42 @@ def _watch_pickled_copies() -> None:
     """Have a patch that changes code this worker runs as a copy pickled by the driver
     say so, and need a restart (`ray_copies`): once per worker process."""
     global _watching
-    if not _watching:
-        from ..adapters import register
-        from .ray_copies import PickledCopies
+    if _watching:
+        return
+    from ..adapters import register
+    from . import ray_copies
 
-        register(PickledCopies)
-        _watching = True
+    _record_functions_made_by_value()
+    register(ray_copies.PickledCopies)
+    _watching = True
+
+
+def _record_functions_made_by_value() -> None:
+    """Hand every function Ray's pickle makes by value to `ray_copies.record`: its
+    `_make_function`, which a pickle names, is wrapped under the same name (so a pickle
+    made here names it as before, and loads anywhere). Another Ray: nothing done, and a
+    patch looks for the copies among all the worker's objects."""
+    from . import ray_copies
+
+    try:
+        module = importlib.import_module("ray.cloudpickle.cloudpickle")
+    except ImportError:
+        return
+    make = getattr(module, "_make_function", None)
+    if not callable(make) or getattr(make, "__wrapped__", None) is not None:
+        return
+
+    def _make_function(*args: Any, **kwargs: Any) -> object:
+        function = make(*args, **kwargs)
+        ray_copies.record(function)
+        return function
+
+    _make_function.__module__ = make.__module__
+    _make_function.__name__ = make.__name__
+    _make_function.__qualname__ = make.__qualname__
+    _make_function.__wrapped__ = make  # type: ignore[attr-defined]
+    module._make_function = _make_function  # type: ignore[attr-defined]
+    ray_copies.recording()
 
 
 def _load_code_from_modules() -> None:
