@@ -137,8 +137,9 @@ def start_worker(
         "--nthreads", "1", "--no-dashboard", "--name", f"w{n}",
     ]  # fmt: skip
     if hiding is not None:
-        if not shutil.which("unshare"):
-            pytest.skip("needs unshare (util-linux) to hide a folder from a worker")
+        probe = ["unshare", "--mount", "--propagation=private", "true"]
+        if not shutil.which("unshare") or subprocess.run(probe, capture_output=True).returncode:
+            pytest.skip("needs a mount namespace (unshare, as root) to hide a folder from a worker")
         hide = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
         command = [
             "unshare",
