@@ -11,7 +11,9 @@ died (its process is gone), a process the session started ends (see `lifeline`).
 Cluster workers (`hotpatch.cluster`) start it with the session's address and secret
 from the engine rather than the environment, and a `role` ("ray worker", "dask
 worker"): such a process was not started by the session and lives on without it; its
-hello also says what it runs (`about`), for the session to bring it up to date.
+hello also says what it runs (`about`), for the session to bring it up to date. Its
+engine may hand it another session later (a new `thinlink dev` run against the same
+cluster): the client then moves there (`_retarget`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ TYPE_CHECKING = False  # see hotpatch/__init__.py: the start-up path stays off t
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["role", "running", "start", "wait_answered", "wait_connected"]
+__all__ = ["role", "running", "start", "unreachable", "wait_answered", "wait_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ _channel: Channel | None = None  # this process's connection, while there is one
 _role: str | None = None
 _about: Callable[[], dict] | None = None
 _joined: tuple[str, str] | None = None  # (address, secret) given to start(), for a fork
+_target: tuple[str, bytes] | None = None  # where the client thread connects
+_unreachable: str | None = None  # why the last attempt to connect failed
 _connected = threading.Event()  # set while connected to the dev server
 _send_lock = threading.Lock()  # the client thread and `_introduce` both send
 _answered = threading.Event()  # set once a patch (a worker's catch-up) has been handled
@@ -64,6 +68,11 @@ def wait_connected(timeout: float) -> bool:
     return _connected.wait(timeout)
 
 
+def unreachable() -> str | None:
+    """Why the client's last attempt to connect failed (None before any failed)."""
+    return _unreachable
+
+
 def wait_answered(timeout: float) -> bool:
     """Wait up to `timeout` seconds for the first patch from the session to be handled
     (the session answers a cluster worker's hello with its catch-up); True if it was."""
@@ -81,16 +90,21 @@ def start(
     True if started. `role` and `about` are for processes that joined through a cluster
     engine (see the module docstring); a client already running keeps its connection
     and says them in its next hello."""
-    global _thread, _fork_hook, _role, _about, _joined
+    global _thread, _fork_hook, _role, _about, _joined, _target
     if address and secret:
         _joined = address, secret
     address = address or os.environ.get("HOTPATCH_ADDRESS")
     secret = secret or os.environ.get("HOTPATCH_SECRET")
     if not address or not secret:
         return False
+    target = address, bytes.fromhex(secret)
     if role is not None:
         _role, _about = role, about
-        _introduce()  # a client already connected says it again, with its role
+        if running() and target != _target:
+            _retarget(target)
+        else:
+            _introduce()  # a client already connected says it again, with its role
+    _target = target
     # Everything the thread will need is imported here, on the calling thread: a thread
     # importing `typing` while the app's main thread is half-way through importing it
     # shows the app a partially initialised module.
@@ -106,7 +120,7 @@ def start(
         line = lifeline.attach()
         _thread = threading.Thread(
             target=_run,
-            args=(address, bytes.fromhex(secret), line),
+            args=(line,),
             name="hotpatch-client",
             daemon=True,
         )
@@ -117,16 +131,46 @@ def start(
     return True
 
 
+def _retarget(target: tuple[str, bytes]) -> None:
+    """Move a cluster worker's client to another session (a new `thinlink dev` run
+    against the same cluster: its engine hands the worker the new address and secret).
+    The worker joins it as a newcomer: its build is the old session's, meaningless
+    there, and the new session brings it up to date from the source it runs."""
+    global _target
+    _target = target
+    _connected.clear()
+    _answered.clear()
+    _jumptable.set_build(None)
+    channel = _channel
+    if channel is not None:
+        try:
+            channel.sock.shutdown(2)  # the client thread sees it end, and connects anew
+        except OSError:
+            pass
+
+
 def _after_fork() -> None:
     # The parent's connection came along as a copy of its socket descriptor: closed
     # here, or the server would not see the parent leave while this child lives, and
     # would wait for the parent's reports in vain. Only the descriptor: a shutdown()
     # (as Channel.close does) would end the parent's connection too.
-    global _thread, _channel, _lock
+    global _thread, _channel, _lock, _send_lock, _connected, _answered
+    if _about_to_exec():
+        return  # the descriptor goes with the exec (sockets are made non-inheritable)
     _thread = None
-    _lock = threading.Lock()  # another thread of the parent may have held it
-    _connected.clear()
-    _answered.clear()
+    # New locks and events: the parent's client thread may have held one at the fork (it
+    # holds the send lock while it says its hello or sends a report), and that thread is
+    # not in the child to release it: the child would never say its hello.
+    _lock = threading.Lock()
+    _send_lock = threading.Lock()
+    _connected = threading.Event()
+    _answered = threading.Event()
+    # Likewise the lock patches are applied under (a fork during a patch): the child
+    # would wait for it forever, at its first patch or import.
+    targets = sys.modules.get(f"{__package__}._targets")  # not imported: nothing held
+    reinit = getattr(getattr(targets, "LOCK", None), "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
     if _channel is not None:
         try:
             _channel.sock.close()
@@ -136,18 +180,35 @@ def _after_fork() -> None:
     start(*(_joined or ()))
 
 
-def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
-    global _channel
+def _about_to_exec() -> bool:
+    """This fork's child is about to run another program: `subprocess` calls the fork
+    hooks in the child only for a `preexec_fn` (Ray starts its servers so), and then
+    execs. A client started there would connect and be cut off mid-handshake."""
+    popen = getattr(sys.modules.get("subprocess"), "Popen", None)
+    execute = getattr(getattr(popen, "_execute_child", None), "__code__", None)
+    frame = sys._getframe(1) if execute is not None else None
+    while frame is not None:
+        if frame.f_code is execute:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _run(line: lifeline.Lifeline | None) -> None:
+    global _channel, _unreachable
     delay = 0.05
-    said = False  # a worker says once that it cannot reach the session (it keeps trying)
+    said = None  # a worker says once per session that it cannot reach it (and keeps trying)
     while True:
+        assert _target is not None
+        address, secret = _target
         try:
             channel = connect(address, secret)
         except OSError as exc:
+            _unreachable = str(exc)
             if _role is None and line is not None and line.session_gone():
                 line.end_process()
-            if _role is not None and not said:
-                said = True
+            if _role is not None and said != _target:
+                said = _target
                 log.warning(
                     "hotpatch: %s cannot reach the dev session at %s (%s); retrying",
                     _role,
@@ -158,6 +219,9 @@ def _run(address: str, secret: bytes, line: lifeline.Lifeline | None) -> None:
             delay = min(delay * 2, 2.0)
             continue
         delay = 0.05
+        if _target != (address, secret):  # moved to another session meanwhile
+            channel.close()
+            continue
         _channel = channel
         _connected.set()
         try:

@@ -3,8 +3,9 @@ each patch (standard library only; importing this imports no framework).
 
 Built in: FastAPI/Starlette (routes re-analysed, the OpenAPI schema dropped), Django (URL
 resolvers rebuilt; model changes need a restart), Flask (routes and blueprints kept in the
-URL map after the first request), pydantic (model changes need a restart). Each is active
-in a process only once its framework is imported there.
+URL map after the first request), pydantic (model changes need a restart), Ray (remote
+functions and actor classes sent to the workers anew). Each is active in a process only
+once its framework is imported there.
 
 Writing one (for Typer/Click commands, Celery tasks, ...)::
 

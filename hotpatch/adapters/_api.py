@@ -18,6 +18,7 @@ from ._changes import Binding, FunctionChange, Statement
 
 if TYPE_CHECKING:
     from .._transaction import Transaction
+    from ..bundle import ModulePatch
 
 __all__ = ["Adapter", "NeedsRestart", "Patch"]
 
@@ -59,10 +60,11 @@ class Patch:
     """One patch as an adapter sees it, inside the patch's transaction.
 
     Read: `build_id` (the build the patch moves to), `statements` (the top-level
-    statements re-run), `removing` (the `(module, name)` globals it deletes), and, in
-    `after`, `functions` (`FunctionChange`: the live functions given new code) and
-    `bindings` (`Binding`: names added, removed, replaced or merged, module globals and
-    class members alike).
+    statements re-run), `removing` (the `(module, name)` globals it deletes), `modules`
+    (the bundle's `hotpatch.bundle.ModulePatch`es as sent, whether or not a live module
+    here takes them), and, in `after`, `functions` (`FunctionChange`: the live functions
+    given new code) and `bindings` (`Binding`: names added, removed, replaced or merged,
+    module globals and class members alike).
 
     Change: `setattr`, `delattr`, `setitem`, `delitem` are undone with the patch;
     `on_undo(callback)` runs `callback()` if the patch is undone (for state rebuilt rather
@@ -79,10 +81,12 @@ class Patch:
         statements: tuple[Statement, ...],
         removing: tuple[tuple[Any, str], ...],
         tx: Transaction,
+        modules: tuple[ModulePatch, ...] = (),
     ) -> None:
         self.build_id = build_id
         self.statements = statements
         self.removing = removing
+        self.modules = modules
         self.functions: tuple[FunctionChange, ...] = ()
         self.bindings: tuple[Binding, ...] = ()
         self._tx = tx

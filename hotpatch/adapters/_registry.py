@@ -31,6 +31,7 @@ _BUILTINS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("flask",), "_flask", "FlaskAdapter"),
     (("django",), "_django", "DjangoAdapter"),
     (("pydantic",), "_pydantic", "PydanticAdapter"),
+    (("ray",), "_ray", "RayAdapter"),
 )
 
 _lock = threading.Lock()

@@ -37,7 +37,9 @@ class Adapting:
                         for s in patch.statements
                     ]
                     removing += [(module, name) for name in patch.removed]
-        self.patch = Patch(bundle.target_build, tuple(statements), tuple(removing), tx)
+        self.patch = Patch(
+            bundle.target_build, tuple(statements), tuple(removing), tx, bundle.modules
+        )
 
     @property
     def holders(self) -> frozenset[str]:

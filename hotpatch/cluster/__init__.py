@@ -24,7 +24,9 @@ Its copy of a module takes a patch only where the source it runs is the patch's 
 waits for the import (`hotpatch._targets`).
 
 A worker was not started by the session: it never ends itself when the session goes,
-and keeps trying to reconnect to it.
+and keeps trying to reconnect to it (or moves to the next session its engine hands it).
+A Ray worker also says when a patch changes code it holds only as the driver's pickled
+copy, which no patch reaches (`ray_copies`): the app then needs a restart.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ session is called first (`HOTPATCH_RAY_RUNTIME_ENV_HOOK`).
 joining the session it asks Ray to load task functions and actor classes from the
 worker's own modules rather than from the copies the driver pickled by value when it
 first used them: those copies are no module's, so no patch would reach them, and a
-worker started after an edit would get the pickled, older code. A function or class
-that cannot be found in a module (one defined in the driver's script, which a worker
-cannot import) still comes pickled from the driver, and keeps the code of its first use.
+worker started after an edit would get the pickled, older code. (Ray names a function of
+the driver's script by the script's file name, which a worker on the same host imports.)
+A function or class that cannot be found in a module (the script of a driver started
+with `-m`, a function defined inside another) still comes pickled from the driver; a
+patch that changes one in a worker that holds it needs a restart (`ray_copies`).
 
 Ray is imported only by these functions, which only Ray calls.
 """
@@ -34,6 +36,7 @@ __all__ = ["SetupChain", "runtime_env", "setup_worker"]
 log = logging.getLogger(__name__)
 _SETUP_HOOK = f"{__name__}.setup_worker"
 _JOIN_WAIT = 3.0  # seconds a starting worker waits for the session (milliseconds, usually)
+_watching = False  # `PickledCopies` registered in this worker
 
 
 def runtime_env(env: dict[str, Any] | None) -> dict[str, Any]:
@@ -67,7 +70,50 @@ def setup_worker() -> None:
             "remote functions and actors keep the code they were first sent with",
             exc,
         )
+    _watch_pickled_copies()
     join(settings, "ray worker", wait=_JOIN_WAIT)
+
+
+def _watch_pickled_copies() -> None:
+    """Have a patch that changes code this worker runs as a copy pickled by the driver
+    say so, and need a restart (`ray_copies`): once per worker process."""
+    global _watching
+    if _watching:
+        return
+    from ..adapters import register
+    from . import ray_copies
+
+    _record_functions_made_by_value()
+    register(ray_copies.PickledCopies)
+    _watching = True
+
+
+def _record_functions_made_by_value() -> None:
+    """Hand every function Ray's pickle makes by value to `ray_copies.record`: its
+    `_make_function`, which a pickle names, is wrapped under the same name (so a pickle
+    made here names it as before, and loads anywhere). Another Ray: nothing done, and a
+    patch looks for the copies among all the worker's objects."""
+    from . import ray_copies
+
+    try:
+        module = importlib.import_module("ray.cloudpickle.cloudpickle")
+    except ImportError:
+        return
+    make = getattr(module, "_make_function", None)
+    if not callable(make) or getattr(make, "__wrapped__", None) is not None:
+        return
+
+    def _make_function(*args: Any, **kwargs: Any) -> object:
+        function = make(*args, **kwargs)
+        ray_copies.record(function)
+        return function
+
+    _make_function.__module__ = make.__module__
+    _make_function.__name__ = make.__name__
+    _make_function.__qualname__ = make.__qualname__
+    _make_function.__wrapped__ = make  # type: ignore[attr-defined]
+    module._make_function = _make_function  # type: ignore[attr-defined]
+    ray_copies.recording()
 
 
 def _load_code_from_modules() -> None:

@@ -945,11 +945,14 @@ def test_a_process_that_leaves_while_its_forked_child_lives_is_not_waited_for(
             "work.py": 'def compute():\n    return "v1"\n',
         },
     )
-    app = dev("app.py")
+    app = dev("-v", "app.py")  # verbose: says when each process has connected
     child = int(app.wait_out(r"^FORKED (\d+)$").group(1))
     try:
         app.wait_out(r"^FORKED CHILD v1$", since=0)
         app.wait_out(r"^\d+ one$", since=0)
+        # The child starts its own client after the fork: the patch is made once the
+        # session has it (it printed its first value before that, and once counted "1/1").
+        app.wait_err(rf"pid {child} connected at build \w+", since=0)
         saved = time.monotonic()
         edit(project / "work.py", '"v1"', '"v2"')
         line = app.wait_err(PATCH_LINE)
@@ -957,5 +960,68 @@ def test_a_process_that_leaves_while_its_forked_child_lives_is_not_waited_for(
         assert line.group("done") == line.group("connected") == "2"  # the app, the child
         app.wait_out(r"^FORKED CHILD v2$")
         assert "failed" not in app.err.text() and "restarting" not in app.err.text()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+# Forks while another thread holds the client's send lock, as the client thread does
+# while it says its hello or sends a report (a thread the child does not have).
+FORKED_MID_SEND = (
+    CONNECTED
+    + """\
+import threading
+
+held, release = threading.Event(), threading.Event()
+
+
+def hold():
+    with _client._send_lock:
+        held.set()
+        release.wait()
+
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+release.set()
+if pid:
+    print("FORKED", pid, flush=True)
+last = None
+while True:
+    if work.compute() != last:
+        last = work.compute()
+        print("PID", os.getpid(), last, flush=True)
+    time.sleep(0.005)
+"""
+)
+
+
+def test_a_process_forked_while_its_client_was_sending_joins_the_session(
+    dev, project: Path
+) -> None:
+    # The child's client got new locks: with the parent's, held by a thread the child
+    # does not have, it never said its hello (the server dropped it after 5 s, and the
+    # child ran the old code on: that was the forked-child test's "1/1 processes").
+    write(
+        project,
+        {
+            "app.py": APP.replace(
+                "import mod\n",
+                "import mod, subprocess, sys\nsubprocess.Popen([sys.executable, 'forker.py'])\n",
+            ),
+            "forker.py": FORKED_MID_SEND,
+            "work.py": 'def compute():\n    return "v1"\n',
+        },
+    )
+    app = dev("-v", "app.py")
+    child = int(app.wait_out(r"^FORKED (\d+)$").group(1))
+    try:
+        app.wait_err(rf"pid {child} connected at build \w+", since=0)
+        app.wait_out(rf"^PID {child} v1$", since=0)
+        edit(project / "work.py", '"v1"', '"v2"')
+        line = app.wait_err(PATCH_LINE)
+        assert line.group("done") == line.group("connected") == "3"  # app, forker, child
+        app.wait_out(rf"^PID {child} v2$")
+        assert "dropped a connection" not in app.err.text()
     finally:
         os.kill(child, signal.SIGKILL)

@@ -12,13 +12,15 @@ run the new code. All of it runs in a private network namespace with loopback on
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .clusters import Namespace, ask, engine_env, wait_for_patch
+from .clusters import Namespace, ask, engine_env, wait_for_patch, wait_until
 from .conftest import write
 from .devapp import DevApp, edit
 
@@ -170,6 +172,186 @@ def test_a_local_cluster_started_by_the_app_is_patched(tmp_path, namespace, home
     root = project(tmp_path / "proj")
     app = dev_app(namespace, root, home, "app.py", "local", namespace.temp_dir())
     try:
-        check_edits_reach_every_worker(app, root, ["local"])
+        line = check_edits_reach_every_worker(app, root, ["local"])
+        # Counted: the driver and the Ray workers that run the project's code (the actor's
+        # and the tasks'), not the programs Ray starts for itself (its monitors, agents,
+        # dashboard, prestarted workers, `setup_worker.py` before it execs the worker),
+        # which inherit the app's environment; none of them connects, even for a moment.
+        counted = re.search(r"(\d+)/(\d+) processes \((\d+) cluster workers", line)
+        assert counted, line
+        done, connected, workers = map(int, counted.groups())
+        assert done == connected == workers + 1 and workers >= 2, line
+        assert "dropped a connection" not in app.err.text(), app.transcript()
     finally:
         app.close()
+
+
+# The remote code in the driver's script (`__main__`), not in a module.
+SCRIPT = """\
+import json
+import os
+import sys
+
+import ray
+
+
+@ray.remote
+def where(i):
+    return {"version": "v1", "pid": os.getpid()}
+
+
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def bump(self):
+        self.count += 1
+        return {"version": "v1", "count": self.count, "pid": os.getpid()}
+
+
+def main():
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=10**8, _temp_dir=sys.argv[1]
+    )
+    counter = Counter.remote()
+    ray.get(counter.bump.remote())
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        runs = ray.get([where.remote(i) for i in range(4)])
+        print(json.dumps({"counter": ray.get(counter.bump.remote()), "tasks": runs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def versions(answer: dict) -> set[str]:
+    return {answer["counter"]["version"], *(r["version"] for r in answer["tasks"])}
+
+
+def test_remote_code_of_a_script_the_workers_import_by_name_is_patched_in_place(
+    tmp_path, namespace, home
+):
+    # Ray names a function of the driver's script by the script's file name (`app`), and
+    # a worker on the driver's host imports that: a module like any other, patched in place.
+    root = tmp_path / "proj"
+    write(root, {"pyproject.toml": "[project]\nname = 'proj'\n", "app.py": SCRIPT})
+    app = dev_app(namespace, root, home, "app.py", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        before = ask(app, timeout=120)
+        assert versions(before) == {"v1"}
+        since = len(app.err.lines)
+        edit(root / "app.py", '"v1"', '"v2"', count=2)
+        line = wait_for_patch(app, since)
+        assert "patched where, Counter.bump" in line and "cluster workers" in line, line
+        after = ask(app, timeout=120)
+        assert versions(after) == {"v2"}, after
+        assert after["counter"]["count"] == 3  # the same actor, its state kept
+        assert after["counter"]["pid"] == before["counter"]["pid"]
+        assert "restarting" not in app.err.text()
+    finally:
+        app.close()
+
+
+def test_remote_code_the_workers_hold_as_pickled_copies_restarts_the_app_and_says_why(
+    tmp_path, namespace, home
+):
+    # Started with -m, the script is `pkg.app`, which Ray names `app`: no worker imports
+    # that, so each runs the copies the driver pickled, which no patch reaches. Saying
+    # "patched" would leave them serving the old code; the app restarts, with the reason.
+    root = tmp_path / "proj"
+    files = {"pyproject.toml": "[project]\nname = 'proj'\n", "pkg/__init__.py": ""}
+    write(root, {**files, "pkg/app.py": SCRIPT})
+    app = dev_app(namespace, root, home, "-m", "pkg.app", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        assert versions(ask(app, timeout=120)) == {"v1"}
+        since = len(app.err.lines)
+        edit(root / "pkg" / "app.py", '"v1"', '"v2"', count=2)
+        line = app.wait_err(r"restarting: ", timeout=30, since=since).string
+        for name in ("pkg.app:where", "pkg.app:Counter.bump"):
+            assert name in line, line
+        assert "run by the Ray workers from a copy the driver pickled" in line, line
+        assert "no patch reaches" in line and "(in ray worker pid " in line, line
+        assert not [x for x in app.err.lines[since:] if re.search(r"\d patched ", x)]
+        # Started again: the new code runs everywhere (a new actor, counting from 1).
+        app.wait_out(r"^ready", timeout=120)
+        after = ask(app, timeout=120)
+        assert versions(after) == {"v2"}, after
+        assert after["counter"]["count"] == 2
+    finally:
+        app.close()
+
+
+# A task that Ray runs in a fresh worker each time (`max_calls=1`, as Ray does for GPU
+# tasks by default), from a script no worker imports (started with -m).
+FRESH = """\
+import json
+import os
+import sys
+
+import ray
+
+
+@ray.remote(max_calls=1)
+def where(i):
+    return {"version": "v1", "pid": os.getpid()}
+
+
+@ray.remote
+class Counter:
+    def bump(self):
+        return {"version": "v1", "pid": os.getpid()}
+
+
+def main():
+    ray.init(
+        num_cpus=2, include_dashboard=False, object_store_memory=10**8, _temp_dir=sys.argv[1]
+    )
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        counter = Counter.remote()  # an actor for this request only
+        runs = ray.get([where.remote(i) for i in range(2)] + [counter.bump.remote()])
+        ray.kill(counter)
+        print(json.dumps({"runs": runs}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_workers_that_load_remote_code_after_the_patch_get_the_new_code(tmp_path, namespace, home):
+    # No worker holds a pickled copy when the patch comes (each task's worker left after
+    # it, the actor was killed): the patch applies, and the driver's remote function and
+    # actor class are sent anew, so that the fresh workers of the next tasks and the next
+    # actor load the new code, not the pickles of their first use.
+    root = tmp_path / "proj"
+    files = {"pyproject.toml": "[project]\nname = 'proj'\n", "pkg/__init__.py": ""}
+    write(root, {**files, "pkg/app.py": FRESH})
+    app = dev_app(namespace, root, home, "-m", "pkg.app", namespace.temp_dir())
+    try:
+        app.wait_out(r"^ready", timeout=120)
+        before = ask(app, timeout=120)["runs"]
+        assert {r["version"] for r in before} == {"v1"}
+        wait_until(lambda: not any(alive(r["pid"]) for r in before), what="the workers' exit")
+        since = len(app.err.lines)
+        edit(root / "pkg" / "app.py", '"v1"', '"v2"', count=2)
+        line = wait_for_patch(app, since)
+        assert "patched where, Counter.bump" in line, line
+        after = ask(app, timeout=120)["runs"]
+        assert {r["version"] for r in after} == {"v2"}, (after, app.transcript())
+        assert "restarting" not in app.err.text()
+    finally:
+        app.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

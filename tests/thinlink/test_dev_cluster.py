@@ -49,5 +49,21 @@ def test_reports_are_sorted_refusals_by_workers_apart_from_failures_of_the_app()
     assert outcome.workers() == 1 and outcome.slowest()["pid"] == 2
     assert outcome.notes() == [
         "1 refused (dask worker pid 3 on h: work: refused: x)",
-        "1 left during the patch",
+        "ray worker pid 4 left during the patch",
     ]
+
+
+def test_restart_reasons_say_each_reason_once_and_who_needs_the_restart():
+    reports = [
+        {"pid": 1, "role": "ray worker", "host": "h", "needs_restart": "ray: app:f is run ..."},
+        {"pid": 2, "role": "ray worker", "host": "h", "needs_restart": "ray: app:C.m is run ..."},
+        {"pid": 3, "role": "ray worker", "host": "h", "needs_restart": "ray: app:f is run ..."},
+    ]
+    assert cluster.restart_reasons(reports) == (
+        "ray: app:f is run ...; ray: app:C.m is run ... "
+        "(in ray worker pid 1 on h, ray worker pid 2 on h, ray worker pid 3 on h)"
+    )
+    many = [{"pid": n, "needs_restart": f"reason {n % 5}"} for n in range(6)]
+    assert cluster.restart_reasons(many) == (
+        "reason 0; reason 1; reason 2; and 2 more (in pid 0, pid 1, pid 2 and 3 more)"
+    )

@@ -20,7 +20,15 @@ from thinlink.build.manifest import Manifest, ModuleEntry
 from thinlink.errors import ThinlinkError
 from thinlink.patches.make import PatchResult, make_patch
 
-__all__ = ["CatchUp", "Outcome", "catch_up", "environment", "worker_address"]
+__all__ = [
+    "CatchUp",
+    "Outcome",
+    "catch_up",
+    "describe",
+    "environment",
+    "restart_reasons",
+    "worker_address",
+]
 
 _RAY_HOOK = "hotpatch.cluster.ray_hooks.runtime_env"
 _DASK_PRELOAD = "hotpatch.cluster.dask_plugin"
@@ -160,8 +168,19 @@ class Outcome:
             reason = str(first.get("error", "")).splitlines()[0]
             out.append(f"{len(self.refused)} refused ({describe(first)}: {reason})")
         if self.left:
-            out.append(f"{len(self.left)} left during the patch")
+            named = ", ".join(describe(r) for r in self.left[:3])
+            more = f" and {len(self.left) - 3} more" if len(self.left) > 3 else ""
+            out.append(f"{named}{more} left during the patch")
         return out
+
+
+def restart_reasons(reports: list[dict]) -> str:
+    """Why the processes of `reports` need a restart: each reason once (a few), then who."""
+    reasons = list(dict.fromkeys(str(r["needs_restart"]) for r in reports))
+    said = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    who = ", ".join(describe(r) for r in reports[:3])
+    who += f" and {len(reports) - 3} more" if len(reports) > 3 else ""
+    return f"{said} (in {who})"
 
 
 def describe(report: dict) -> str:

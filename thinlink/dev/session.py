@@ -410,9 +410,10 @@ class DevSession:
         self._background("writing the session image", self._write_image, new)
         if outcome.failed or outcome.needs_restart:
             own = outcome.answered - len(outcome.refused)
-            self._needs_restart(
-                f"the patch was applied in {applied - outcome.workers()} of {own} processes only"
-            )
+            reason = f"the patch was applied in {applied} of {own} processes only"
+            if outcome.needs_restart:  # why the others could not take it, said first
+                reason = f"{cluster.restart_reasons(outcome.needs_restart)}; {reason}"
+            self._needs_restart(reason)
             return False
         return True
 
@@ -491,6 +492,8 @@ class DevSession:
         with self._build_lock:
             current = self.current
             if current is None or client.build in (None, current.build_id):
+                if self.verbose:  # from now on it receives every patch
+                    console.info(f"{_now()} pid {client.pid} connected at build {client.build}")
                 return
             try:
                 old = self.builder.store.load(client.build)
