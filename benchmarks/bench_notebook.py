@@ -274,6 +274,27 @@ def measure_noop(work: Path, driver: Path, count: int) -> dict:
     return {"series": series, "loads": loads, "imported": imported}
 
 
+def measure_later_sessions(work: Path, driver: Path, count: int) -> dict:
+    """Sessions started again in the no-op scenario's projects, on what the first session
+    left (python's pycs, thinlink's cache), as a user restarts a kernel: the load cell,
+    then `import everything`. Round robin over the reloaders, a fresh process each."""
+    times: dict[str, dict[str, list[float]]] = {
+        tool: {"load": [], "import": []} for tool in (*TOOLS, "none")
+    }
+    for _ in range(count):
+        for tool, series in times.items():
+            shell = Shell(tool, work / f"noop-{tool}" / "project", driver)
+            try:
+                answer = shell.cell("import everything")
+                if answer["error"] is not None:
+                    raise RuntimeError(f"{tool}: the import failed: {answer}")
+            finally:
+                shell.close()
+            series["load"].append(shell.load["seconds"])
+            series["import"].append(answer["seconds"])
+    return times
+
+
 def measure_edit(work: Path, driver: Path, count: int, kind: str, cases) -> dict:  # noqa: ANN001
     texts = {}
 
@@ -472,23 +493,56 @@ def render(result: dict, info: dict, cases) -> str:  # noqa: ANN001
         f"{ms(loads['thinlink']['load_cell_s'])} ms (a first build of the project, cold cache), "
         f"`%load_ext autoreload` + `%autoreload 2` {ms(loads['autoreload']['load_cell_s'])} ms. "
         "Importing the project (its first import: no pycs yet): "
-        f"{ms(noop['imported']['thinlink']['import_s'])} ms under thinlink (compiled from "
-        "source, recording the digest of what each module runs; pycs neither read nor "
-        f"written), {ms(noop['imported']['autoreload']['import_s'])} ms under autoreload and "
+        f"{ms(noop['imported']['thinlink']['import_s'])} ms under thinlink (the code the "
+        "load cell's build compiled, from its image; pycs neither read nor written), "
+        f"{ms(noop['imported']['autoreload']['import_s'])} ms under autoreload and "
         f"{ms(noop['imported']['none']['import_s'])} ms with none (pycs written)."
     )
+    out += ["", *later_session_lines(result["later"])]
     return "\n".join(out) + "\n"
+
+
+def later_session_lines(later: dict[str, dict[str, list[float]]]) -> list[str]:
+    """The later sessions' table: what a restarted kernel pays before the project runs."""
+    rows = []
+    medians = {}
+    for tool, series in later.items():
+        both = [a + b for a, b in zip(series["load"], series["import"], strict=True)]
+        stats = {k: Stats.of(v) for k, v in (*series.items(), ("both", both))}
+        medians[tool] = {k: v.median for k, v in stats.items()}
+        rows.append(
+            [tool, len(both)]
+            + [f"{ms(stats[k].median)} / {ms(stats[k].p95)}" for k in ("load", "import", "both")]
+        )
+    t, n, a = medians["thinlink"], medians["none"], medians["autoreload"]
+    return [
+        f"## A later session: a kernel restarted on the caches the first left "
+        f"({PROJECT_MODULES} modules)",
+        "",
+        "The load cell, then `import everything` (the project's modules imported after the "
+        "reloader was loaded, as notebooks do); p50 / p95 in ms, a fresh process each:",
+        "",
+        "```",
+        format_table(["reloader", "n", "load cell", "import cell", "load + import"], rows),
+        "```",
+        "",
+        f"Import after loading, thinlink / none (python with its pycs): "
+        f"{ratio(t['import'], n['import'])}; thinlink / autoreload: "
+        f"{ratio(t['import'], a['import'])}. Load and import together: "
+        f"{ratio(t['both'], n['both'])} none, {ratio(t['both'], a['both'])} autoreload.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=300, help="no-op cells per reloader")
     parser.add_argument("--edits", type=int, default=15, help="saves per edit kind")
+    parser.add_argument("--sessions", type=int, default=7, help="later sessions per reloader")
     parser.add_argument("--quick", action="store_true", help="40 cells, 4 edits: smoke test")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cells, args.edits = 40, 4
+        args.cells, args.edits, args.sessions = 40, 4, 2
     cases = load_cases()
     import IPython
 
@@ -507,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         result["project_lines"] = write_project(work / "lines-only")
         result["noop"] = measure_noop(work, driver, args.cells)
+        print(f"later sessions on the caches the first left, {args.sessions} each ...", flush=True)
+        result["later"] = measure_later_sessions(work, driver, args.sessions)
         result["edit"] = {}
         for kind in ("same", "shift"):
             print(f"one function changed ({kind}), {args.edits} saves each ...", flush=True)
@@ -525,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             "noop": _plain(result["noop"]),
             "edit": {k: _plain(v) for k, v in result["edit"].items()},
             "project_lines": result["project_lines"],
+            "later_sessions_s": result["later"],
         }
         paths = write_results("notebook", data, text)
         print("wrote", *paths)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BuildFinder",
     "BuildLoader",
+    "TrackedBuildLoader",
     "install",
     "installed",
     "module_build",
@@ -117,6 +118,17 @@ class BuildLoader(SourceFileLoader):
         return code
 
 
+class TrackedBuildLoader(BuildLoader):
+    """A `BuildLoader` for a process that tracks its imports (a kernel using an image):
+    patches wait for a module being imported, as they do for a `TrackingLoader`'s.
+
+    A class of its own so that other processes keep CPython's tracebacks (no frame of
+    ours in an import error) and their start-up stays off the applier's modules."""
+
+    def exec_module(self, module: ModuleType) -> None:
+        provenance.execute_tracked(super().exec_module, module)
+
+
 class BuildFinder:
     """A meta path finder: ``PathFinder``'s resolution, with the image's loader swapped in.
 
@@ -150,11 +162,12 @@ class BuildFinder:
         entry = self.image.entries.get(path)
         if entry is None:
             return None
+        loader = TrackedBuildLoader if provenance.roots() else BuildLoader
         known = self.trusted.get(path)
         if known is not None and entry.code:
             try:
                 if signature(os.stat(path)) == known:
-                    return BuildLoader(fullname, path, entry, self.image.build_id, trusted=True)
+                    return loader(fullname, path, entry, self.image.build_id, trusted=True)
             except OSError:
                 pass  # read below, to fail as CPython does
         try:
@@ -168,7 +181,7 @@ class BuildFinder:
             _from_build.pop(fullname, None)
             prepared = provenance.prepare(path, data)
             return None if prepared is None else provenance.TrackingLoader(fullname, path, prepared)
-        return BuildLoader(fullname, path, entry, self.image.build_id, data)
+        return loader(fullname, path, entry, self.image.build_id, data)
 
 
 def install(image: Image, trusted: dict[str, tuple] | None = None) -> BuildFinder:

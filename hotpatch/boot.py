@@ -25,10 +25,10 @@ import sys
 from importlib.machinery import SourceFileLoader, SourcelessFileLoader
 
 from . import _jumptable
-from ._loader import BuildFinder, install
+from ._loader import BuildFinder, install, uninstall
 from .image import Image, ImageError, read_image
 
-__all__ = ["SITE_DIR", "main", "run_module", "run_script"]
+__all__ = ["SITE_DIR", "main", "run_module", "run_script", "stop_using_image", "use_image"]
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
@@ -147,6 +147,27 @@ def start_patch_client(image: Image | None) -> None:
     from . import _client
 
     _client.start()
+
+
+def use_image(image: Image | str, trusted: dict[str, tuple] | None = None) -> bool:
+    """Import the project's modules from `image` from now on, in a process a build did
+    not start (a notebook kernel): each module whose file still holds the build's bytes
+    runs the build's code instead of being compiled. Modules imported already keep their
+    code; the process's build (which patches it accepts) stays as it is.
+
+    `trusted`: source paths and the stat signatures that vouch for their bytes
+    (`hotpatch.image.signature`), so those files are not read. Another image replaces
+    this one; `stop_using_image()` undoes it. Returns False, and changes nothing, in a
+    process started from a build: that build's image serves it already."""
+    if _jumptable.current_build() is not None:
+        return False
+    install(read_image(image) if isinstance(image, str) else image, trusted)
+    return True
+
+
+def stop_using_image() -> None:
+    """Import as python does again (undoes `use_image`). Idempotent."""
+    uninstall()
 
 
 def _start(image: Image | str | None, trusted: dict[str, tuple] | None) -> BuildFinder | None:

@@ -42,6 +42,7 @@ __all__ = [
     "adopt",
     "digest_of",
     "digests",
+    "execute_tracked",
     "prepare",
     "record",
     "roots",
@@ -96,15 +97,20 @@ class TrackingLoader(SourceFileLoader):
         return code
 
     def exec_module(self, module: ModuleType) -> None:
-        # Patches that come while the module is not imported, or is being imported, wait
-        # for it (`_targets`) and are applied here, before the import returns.
-        from . import _targets
+        execute_tracked(super().exec_module, module)
 
-        _targets.loading.add(id(module))
-        try:
-            super().exec_module(module)
-        finally:
-            _targets.finish_loading(module)
+
+def execute_tracked(execute: Callable[[ModuleType], None], module: ModuleType) -> None:
+    """Run `execute(module)` (a loader's own `exec_module`) as the import of a tracked
+    module: patches that come while the module is not imported, or is being imported,
+    wait for it (`_targets`) and are applied here, before the import returns."""
+    from . import _targets
+
+    _targets.loading.add(id(module))
+    try:
+        execute(module)
+    finally:
+        _targets.finish_loading(module)
 
 
 def prepare(path: str, data: bytes) -> tuple[bytes, CodeType] | None:

@@ -214,6 +214,40 @@ def test_a_new_module_file_is_tracked_when_imported(loaded: Notebook) -> None:
     assert loaded.cell("__check = nb_new.f()").value == "2"
 
 
+def test_modules_imported_after_loading_run_the_builds_code_and_are_patched(
+    loaded: Notebook,
+) -> None:
+    # Loaded from the build's image (as `thinlink run` loads them), not compiled again.
+    loaded.cell("import nb_body")
+    assert loaded.cell("__check = type(nb_body.__spec__.loader).__name__").value == (
+        "'TrackedBuildLoader'"
+    )
+    loaded.save("nb_body.py", BODY.replace('"hello "', '"hi "'))
+    cell = loaded.cell("__check = nb_body.greet('x')")
+    assert cell.value == "'hi x'" and "patched nb_body.greet" in cell.out, cell.output
+
+
+def test_a_module_saved_after_loading_and_imported_later_runs_its_file(
+    loaded: Notebook,
+) -> None:
+    # The image holds the build's bytes; the file holds newer ones: the file wins.
+    loaded.save("nb_body.py", BODY.replace('"hello "', '"saved before import "'))
+    cell = loaded.cell("import nb_body\n__check = nb_body.greet('x')")
+    assert cell.value == "'saved before import x'", cell.output
+    loaded.save("nb_body.py", BODY.replace('"hello "', '"then patched "'))
+    assert loaded.cell("__check = nb_body.greet('x')").value == "'then patched x'"
+
+
+def test_unloading_leaves_the_import_system_as_it_was(notebook: Notebook) -> None:
+    from hotpatch._loader import BuildFinder
+
+    before = list(sys.meta_path)
+    notebook.cell("%load_ext thinlink")
+    assert any(isinstance(f, BuildFinder) for f in sys.meta_path)
+    notebook.cell("%unload_ext thinlink")
+    assert sys.meta_path == before
+
+
 def test_a_long_loop_picks_up_a_save_at_its_safe_points(loaded: Notebook) -> None:
     (loaded.root / "nb_loop.py").write_text("def value():\n    return 'old'\n")
     loaded.cell("import nb_loop")

@@ -53,19 +53,16 @@ def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = Tr
     (one rebuilt a segment at a time) gets an empty entry, which the importer compiles
     from its source: for `thinlink dev`, which writes an image after every patch and
     must not spend a large module's compile time on each. Such an image has a name of
-    its own, so that `thinlink run` of the same build never picks it up.
+    its own, so that `thinlink run` of the same build never picks it up; where the whole
+    image of the build exists already, that one is returned instead.
     """
     path = image_file(cache.directory, manifest.build_id)
     if not compile_missing:
-        path = path.removesuffix(".img") + ".lazy.img"
-    if os.path.exists(path):
-        try:
-            read_image(path)
+        if _readable(path, quiet=True):
             return path
-        except ImageError as exc:
-            from thinlink.cli import console
-
-            console.warning(f"thinlink: {exc}; writing it again")
+        path = path.removesuffix(".img") + ".lazy.img"
+    if _readable(path):
+        return path
     entries = {}
     for module in manifest.modules:
         if module.digest is None or module.error is not None:
@@ -84,6 +81,22 @@ def ensure_image(cache: Cache, manifest: Manifest, *, compile_missing: bool = Tr
         raise
     _prune(os.path.dirname(path), keep=path)
     return path
+
+
+def _readable(path: str, *, quiet: bool = False) -> bool:
+    """Whether the image at `path` exists and reads whole; a damaged one is said (unless
+    `quiet`: another image serves then), to be written again."""
+    if not os.path.exists(path):
+        return False
+    try:
+        read_image(path)
+        return True
+    except ImageError as exc:
+        if not quiet:
+            from thinlink.cli import console
+
+            console.warning(f"thinlink: {exc}; writing it again")
+        return False
 
 
 def _prune(images: str, keep: str) -> None:

@@ -25,7 +25,7 @@ from hotpatch.image import signature as stat_signature
 from hotpatch.image import source_digest
 from thinlink.launch import RACY_NS
 
-__all__ = ["RACY_NS", "Signature", "TrackedFiles", "signature"]
+__all__ = ["RACY_NS", "Signature", "TrackedFiles", "is_racy", "signature"]
 
 
 Signature = tuple[int, int, int, int, int]  # hotpatch.image.signature: size, mtime, ctime, ...
@@ -39,7 +39,7 @@ def signature(path: str) -> Signature | None:
         return None
 
 
-def _racy(sig: Signature | None, now: int) -> bool:
+def is_racy(sig: Signature | None, now: int) -> bool:
     return sig is not None and now - max(sig[1], sig[2]) < RACY_NS
 
 
@@ -62,7 +62,7 @@ class TrackedFiles:
         self._prints[path] = print_
         if path in self._tracked:
             self._tracked[path] = sig
-        if _racy(sig, time.time_ns()) and print_ is not None:
+        if is_racy(sig, time.time_ns()) and print_ is not None:
             self._racy.add(path)
         else:
             self._racy.discard(path)
@@ -121,5 +121,5 @@ class TrackedFiles:
                 continue
             if source_digest(data) != self._prints.get(path):
                 found[path] = sig
-            elif sig == self._noted.get(path) and not _racy(sig, now):
+            elif sig == self._noted.get(path) and not is_racy(sig, now):
                 self._racy.discard(path)  # written long enough ago: the stat tells from now on

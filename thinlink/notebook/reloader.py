@@ -36,17 +36,19 @@ from dataclasses import dataclass, field, replace
 from types import CodeType, ModuleType
 
 import hotpatch
-from hotpatch import provenance
+from hotpatch import boot, provenance
 from hotpatch.bundle import Bundle, ModulePatch
+from hotpatch.image import ImageError
 from thinlink.build.builder import Builder
 from thinlink.build.cache import Cache
+from thinlink.build.image import ensure_image
 from thinlink.build.manifest import Manifest, ModuleEntry, make_build_id
 from thinlink.errors import ThinlinkError
 from thinlink.launch import cache_location, discover, is_source
 from thinlink.patches.diff import ModulePlan
 from thinlink.patches.make import make_patch
 
-from .files import Signature, TrackedFiles, signature
+from .files import Signature, TrackedFiles, is_racy, signature
 
 __all__ = ["Prepared", "Reloader", "Started", "Status", "Update"]
 
@@ -164,6 +166,7 @@ class Reloader:
         self._seen: dict[str, object] = {}  # module name -> module object taken in
         self._module_count = -1
         self._real_dirs: dict[str, str] = {}
+        self._image_used = False  # the build's image loads the modules imported since start
 
     # start and stop --------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class Reloader:
             sources, _ = discover(self.root)
             stats = {path: signature(path) for path, _ in sources}  # before the build reads
             result = self.builder.build()
+            self._use_image(result.manifest, stats)
             # From now on records reach the disk after the patch went live (`flush()`).
             self.builder.write_behind()
             self._set_latest(result.manifest)
@@ -195,12 +199,32 @@ class Reloader:
                 tuple(str(e) for e in result.errors),
             )
 
+    def _use_image(self, manifest: Manifest, stats: dict[str, Signature | None]) -> None:
+        """Have the project's modules imported from now on load the build's code (as
+        `thinlink run` does), not compile from their source: a kernel imports a project
+        after `%load_ext` as fast as python with its pycs. A file changed since the build
+        is compiled from its bytes, as the tracking finder would."""
+        try:
+            image = ensure_image(self.builder.cache, manifest, compile_missing=False)
+        except (ThinlinkError, OSError) as exc:
+            self._warn(f"modules imported from now on are compiled from their source: {exc}")
+            return
+        now = time.time_ns()
+        trusted = {p: s for p, s in stats.items() if s is not None and not is_racy(s, now)}
+        try:
+            self._image_used = boot.use_image(image, trusted)
+        except (OSError, ImageError) as exc:
+            self._warn(f"modules imported from now on are compiled from their source: {exc}")
+
     def close(self) -> None:
         """Stop tracking imports and write what the cache holds in memory."""
         with self._lock:
             self._closed = True
             self._after.set()  # the worker ends
             provenance.untrack()
+            if self._image_used:
+                boot.stop_using_image()
+                self._image_used = False
             self._shift_moved()
             self.flush()
             self.builder.close()
