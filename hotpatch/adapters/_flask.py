@@ -18,9 +18,12 @@ map or the new); then put the setup checks back. Requests keep being served mean
 by the old views until the new ones are mapped. A body edit needs none of this: the view
 table holds the same function objects.
 
-What doesn't work: an app made by a factory and held by no module global is not found;
-a blueprint that had no route on an app before cannot tell the options it was registered
-with (a restart is asked for then).
+Apps and blueprints are found in the globals of the app's modules; an app made by a factory
+(`create_app()`), which no global holds, is found among the live objects
+(`Patch.instances`).
+
+What doesn't work: a blueprint that had no route on an app before cannot tell the options
+it was registered with (a restart is asked for then).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class FlaskAdapter(Adapter):
         self._pending = None
         if not (patch.statements or patch.removing):
             return  # only code swaps: the view table holds the same functions
-        apps, blueprints = _found()
+        apps, blueprints = _found(patch)
         if not apps and not blueprints:
             return
         pending = _Pending(apps, blueprints)
@@ -129,25 +132,21 @@ def _setup_allowed(f_name: str) -> None:
     return None
 
 
-def _found() -> tuple[list[Any], list[Any]]:
-    from .._origin import app_modules
-
+def _found(patch: Patch) -> tuple[list[Any], list[Any]]:
+    """The live apps (module globals, or those a factory made) and their blueprints."""
     sansio_app = sys.modules.get("flask.sansio.app") or sys.modules.get("flask.app")
     sansio_bp = sys.modules.get("flask.sansio.blueprints") or sys.modules.get("flask.blueprints")
     app_type = getattr(sansio_app, "App", None) or getattr(sansio_app, "Flask", None)
     bp_type = getattr(sansio_bp, "Blueprint", None)
-    apps: dict[int, Any] = {}
+    apps = patch.instances(app_type) if app_type is not None else []
     blueprints: dict[int, Any] = {}
-    for module in app_modules():
-        for value in list(vars(module).values()):
-            if app_type is not None and isinstance(value, app_type):
-                apps[id(value)] = value
-            elif bp_type is not None and isinstance(value, bp_type):
-                blueprints[id(value)] = value
-    for app in apps.values():
+    if bp_type is not None:
+        # Blueprints are module globals (or registered on an app): no walk for them.
+        blueprints = {id(bp): bp for bp in patch.instances(bp_type, factory_made=False)}
+    for app in apps:
         for bp in list(app.blueprints.values()):
             blueprints.setdefault(id(bp), bp)
-    return list(apps.values()), list(blueprints.values())
+    return apps, list(blueprints.values())
 
 
 def _unwrap(view: object) -> object:
@@ -167,20 +166,29 @@ def _register_new_routes(patch: Patch, bp: Any, pending: _Pending) -> None:
     kept = [d for d in old if id(_closure_value(d, "view_func")) not in names]
     if len(kept) != len(old):
         patch.setattr(bp, "deferred_functions", kept + new)
-    for app in pending.apps:
-        for name, registered in list(app.blueprints.items()):
-            if registered is not bp:
-                continue
-            options = _registration_options(app, bp, name, old)
-            if options is None:
-                patch.needs_restart(
-                    f"routes were added to blueprint {name!r}, which had none before: the "
-                    "options it was registered with are not known"
-                )
-            state = bp.make_setup_state(app, options, first_registration=False)
-            for deferred in new:
-                deferred(state)
-            patch.note(f"registered {len(new)} new route(s) of blueprint {name!r}")
+    registrations = [
+        (app, name)
+        for app in pending.apps
+        for name, registered in list(app.blueprints.items())
+        if registered is bp
+    ]
+    if not registrations and getattr(bp, "_got_registered_once", False):
+        # Registered on an app we cannot reach: its new routes would never serve.
+        patch.needs_restart(
+            f"routes were added to blueprint {bp.name!r}, and the app it is registered on "
+            "was not found"
+        )
+    for app, name in registrations:
+        options = _registration_options(app, bp, name, old)
+        if options is None:
+            patch.needs_restart(
+                f"routes were added to blueprint {name!r}, which had none before: the "
+                "options it was registered with are not known"
+            )
+        state = bp.make_setup_state(app, options, first_registration=False)
+        for deferred in new:
+            deferred(state)
+        patch.note(f"registered {len(new)} new route(s) of blueprint {name!r}")
 
 
 def _closure_value(fn: Any, var: str) -> Any:

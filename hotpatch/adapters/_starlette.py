@@ -24,9 +24,11 @@ routes changed are marked changed, and every FastAPI app's OpenAPI
 schema is dropped, so `/docs` shows the new signatures. Each route list is replaced
 whole (one store), so a request being routed sees the old list or the new.
 
-What doesn't work: an app made by a factory and held by no module global is not found
-(nor its routes); a route's own middleware (Starlette's `middleware=`) is not kept
-where the route is rebuilt.
+An app made by a factory (`create_app()`), which no global holds, is found among the live
+objects (`Patch.instances`).
+
+What doesn't work: a route's own middleware (Starlette's `middleware=`) is not kept where
+the route is rebuilt.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class StarletteAdapter(Adapter):
             # FastAPI memoises per function whether it is a coroutine or a generator.
             _clear_classification_caches()
             patch.on_undo(_clear_classification_caches)
-        apps, routers = _routers(routing)
+        apps, routers = _routers(patch, routing)
         edited: list[Any] = []
         for router in routers:
             if _update_router(patch, router, changed, obsolete):
@@ -91,8 +93,9 @@ def _clear_classification_caches() -> None:
             value.cache_clear()
 
 
-def _routers(routing: Any) -> tuple[list[Any], list[Any]]:
-    """(FastAPI/Starlette apps, routers) reachable from the app's module globals."""
+def _routers(patch: Patch, routing: Any) -> tuple[list[Any], list[Any]]:
+    """(FastAPI/Starlette apps, routers) reachable from the app's module globals, or from
+    the live apps where no global holds one (an app made by a factory)."""
     from .._origin import app_modules
 
     applications = sys.modules.get("starlette.applications")
@@ -102,11 +105,15 @@ def _routers(routing: Any) -> tuple[list[Any], list[Any]]:
     todo: list[Any] = []
     for module in app_modules():
         for value in list(vars(module).values()):
-            if app_type is not None and isinstance(value, app_type):
+            if app_type is not None and issubclass(type(value), app_type):
                 apps[id(value)] = value
                 todo.append(value.router)
-            elif isinstance(value, routing.Router):
+            elif issubclass(type(value), routing.Router):
                 todo.append(value)
+    if not apps and app_type is not None:
+        for app in patch.instances(app_type):
+            apps[id(app)] = app
+            todo.append(app.router)
     while todo:
         router = todo.pop()
         if id(router) in routers or not isinstance(getattr(router, "routes", None), list):

@@ -238,3 +238,44 @@ def test_a_pydantic_model_change_restarts_with_the_reason(tmp_path: Path, dev_ap
     app.wait_err(r"Uvicorn running on")
     status, after = http.get("/items", "POST", {"name": "b"})
     assert after["fields"] == ["name", "price"] and after["pid"] != first["pid"]
+
+
+def test_an_app_made_by_a_factory_is_kept_in_step(tmp_path: Path, dev_apps) -> None:
+    # `uvicorn --factory app:create_app`: no module global holds the app, its routes come
+    # from a router; signature changes, a new route and the schema reach it all the same.
+    root = tmp_path / "api"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("")
+    (root / "app.py").write_text(
+        dedent(
+            """\
+            from fastapi import FastAPI
+
+            from users import router
+
+
+            def create_app():
+                app = FastAPI()
+                app.include_router(router, prefix="/users")
+                return app
+            """
+        )
+    )
+    (root / "users.py").write_text(USERS)
+    port = free_port()
+    app = dev_apps(
+        root, "-m", "uvicorn", "--factory", "app:create_app", "--host", "127.0.0.1",
+        "--port", str(port),
+    )  # fmt: skip
+    http = Http(port, app)
+    app.wait_err(r"Uvicorn running on")
+    assert http.json("/users/") == ["ann", "bob", "cy"]
+    assert parameters(http, "/users/") == []  # the schema is now cached by the app
+    edit(root / "users.py", "def list_users():", "def list_users(limit: int = 10):")
+    edit(root / "users.py", "return USERS\n", "return USERS[:limit]\n")
+    http.until("/users/?limit=1", ["ann"])
+    assert parameters(http, "/users/") == ["limit"]
+    with open(root / "users.py", "a") as f:
+        f.write('\n\n@router.get("/count")\ndef count():\n    return len(USERS)\n')
+    http.until("/users/count", 3)
+    assert "restarting" not in app.err.text() and "may not be seen" not in app.err.text()

@@ -217,3 +217,51 @@ def test_flask_edits_go_live_after_the_first_request(served) -> None:
     assert "restarting" not in app.err.text() and "failed" not in app.err.text(), app.transcript()
     # No request failed on the way (a view unmapped while a request was routed to it).
     assert "KeyError" not in app.err.text(), app.transcript()
+
+
+FACTORY = dedent(
+    """\
+    import os
+
+    from flask import Flask, jsonify
+
+
+    def create_app():
+        from shop import bp
+
+        app = Flask(__name__)  # held by the server only: no module global names it
+        app.register_blueprint(bp, url_prefix="/shop")
+
+        @app.after_request
+        def pid(response):
+            response.headers["X-Pid"] = str(os.getpid())
+            return response
+
+        return app
+    """
+)
+
+
+def test_an_app_made_by_a_factory_gets_new_blueprint_routes(tmp_path: Path, dev_apps) -> None:
+    # Flask's tutorial layout: `create_app()` run by `flask --app "app:create_app()"`,
+    # the routes on a blueprint. The new route is registered on the live app all the same.
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("")
+    (root / "app.py").write_text(FACTORY)
+    (root / "shop.py").write_text(SHOP)
+    port = free_port()
+    app = dev_apps(
+        root, "-m", "flask", "--app", "app:create_app()", "run", "--port", str(port),
+        "--host", "127.0.0.1",
+    )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", 1, app)
+    server.until("/shop/items/0", 200, {"item": "pen"})  # setup is over
+    with open(root / "shop.py", "a") as f:
+        f.write('\n\n@bp.get("/count")\ndef count():\n    return jsonify(count=len(ITEMS))\n')
+    server.until("/shop/count", 200, {"count": 2})
+    app.wait_err(r"flask: registered 1 new route\(s\) of blueprint 'shop'")
+    edit(root / "shop.py", '@bp.get("/items/<int:index>")', '@bp.get("/things/<int:index>")')
+    server.until("/shop/things/1", 200, {"item": "ink"})
+    server.until("/shop/items/1", 404)
+    assert len(server.pids) == 1 and "restarting" not in app.err.text(), app.transcript()

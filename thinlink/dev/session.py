@@ -376,16 +376,26 @@ class DevSession:
         `git checkout` the watcher saw in two parts) join in: one patch for them all."""
         if self.verbose:
             console.info(f"{_now()} changed: {', '.join(sorted(paths))}")
-        _settle(paths)
+        _settle(paths, was_whole=self._was_whole)
         result = self.builder.build(changed=paths)
         deadline = time.monotonic() + _SETTLE
         while time.monotonic() < deadline and (more := self._take_changes()):
             if self.verbose and more - paths:  # a save comes as several events: said once
                 console.info(f"{_now()} changed: {', '.join(sorted(more - paths))}")
             paths = paths | more
-            _settle(more)
+            _settle(more, was_whole=self._was_whole)
             result = self.builder.build(changed=paths)
         return result, paths
+
+    def _was_whole(self, path: str) -> bool:
+        """The version of `path` the last build read ended with a newline (so one that
+        does not now is more likely a save caught half way than the file's style)."""
+        latest = self.latest
+        entry = None if latest is None else latest.by_path().get(os.path.abspath(path))
+        if entry is None or entry.digest is None:
+            return False
+        source = self.builder.cache.get(self.builder.cache.source_key(entry.digest))
+        return bool(source) and source.endswith((b"\n", b"\r"))
 
     def _settle_reports(self, reports: list[dict], new: Manifest) -> bool:
         """Take in the processes' reports of a patch to `new`; True if every process of

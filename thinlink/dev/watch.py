@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import watchfiles
 
@@ -115,15 +115,34 @@ def watch_changes(
 
 
 SETTLE = 0.25  # seconds a file that looks half-written gets to be completed
+# More seconds for a file whose last version was whole: an editor (or a test) that
+# truncates and then writes may be descheduled in between on a loaded machine, and an
+# empty file built is every statement removed, a restart for nothing.
+PATIENCE = 2.0
 
 
-def settle(paths: Collection[str], seconds: float = SETTLE) -> None:
+def settle(
+    paths: Collection[str],
+    seconds: float = SETTLE,
+    *,
+    was_whole: Callable[[str], bool] | None = None,
+    patience: float = PATIENCE,
+) -> None:
     """Give files that look caught mid-save (empty, or cut short of their final
     newline) up to `seconds` to be completed; their next write comes with an event of
-    its own, which then builds to the same content and does nothing."""
+    its own, which then builds to the same content and does nothing. Files that still
+    look cut and for which `was_whole(path)` says the version before did not, get up to
+    `patience` seconds more (a file kept without a final newline is not held up)."""
     deadline = time.monotonic() + seconds
     while any(looks_cut(p) for p in paths) and time.monotonic() < deadline:
         time.sleep(0.005)
+    if was_whole is None:
+        return
+    held = [p for p in paths if looks_cut(p) and was_whole(p)]
+    deadline = time.monotonic() + patience
+    while held and time.monotonic() < deadline:
+        time.sleep(0.01)
+        held = [p for p in held if looks_cut(p)]
 
 
 def looks_cut(path: str) -> bool:
