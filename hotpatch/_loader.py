@@ -31,7 +31,7 @@ import sys
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 
 from . import _metapath, provenance
-from .image import Image, ImageEntry, signature, source_digest
+from .image import Image, ImageEntry, ImageError, signature, source_digest
 
 TYPE_CHECKING = False  # the start-up path: see hotpatch/__init__.py
 if TYPE_CHECKING:
@@ -95,27 +95,37 @@ class BuildLoader(SourceFileLoader):
         path = self.get_filename(fullname)
         data, self._checked_source = self._checked_source, None
         trusted, self._trusted = self._trusted, False
-        if trusted and self.entry.code:
-            code = marshal.loads(self.entry.code)
-            if code.co_filename == path:
-                _from_build[fullname] = self.build_id
-                provenance.record(path, self.entry.digest)
-                return code
-            # Code compiled from another file: a damaged image. The source decides.
-        if data is None:
+        if data is None and not trusted:
             data = self.get_data(path)
             if source_digest(data) != self.entry.digest:
                 # Edited since the build (a reused loader, or a race with the editor).
                 _from_build.pop(fullname, None)
                 return self.source_to_code(data, path)
-        code = marshal.loads(self.entry.code) if self.entry.code else None
-        if code is None or code.co_filename != path:
-            # The image left compiling to us, or holds code of another file (damaged):
-            # these bytes are the build's source.
+        # The file holds the build's bytes (its stat or its digest says so).
+        code = self.build_code(path)
+        if code is None:  # the image left compiling to us, or has no sound code for it
+            if data is None:
+                data = self.get_data(path)
+                if source_digest(data) != self.entry.digest:
+                    _from_build.pop(fullname, None)
+                    return self.source_to_code(data, path)
             code = self.source_to_code(data, path)
         _from_build[fullname] = self.build_id
         provenance.record(path, self.entry.digest)
         return code
+
+    def build_code(self, path: str) -> CodeType | None:
+        """The build's code of the module at `path` from the image; None where the image
+        has none (compile the source), or none that is sound: failing its checksum (the
+        image is then removed, to be made again), or compiled from another file."""
+        try:
+            marshalled = self.entry.code
+        except ImageError:
+            return None
+        if not marshalled:
+            return None
+        code = marshal.loads(marshalled)
+        return code if code.co_filename == path else None
 
 
 class TrackedBuildLoader(BuildLoader):
@@ -164,7 +174,7 @@ class BuildFinder:
             return None
         loader = TrackedBuildLoader if provenance.roots() else BuildLoader
         known = self.trusted.get(path)
-        if known is not None and entry.code:
+        if known is not None and entry.has_code:
             try:
                 if signature(os.stat(path)) == known:
                     return loader(fullname, path, entry, self.image.build_id, trusted=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import marshal
 import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -128,8 +127,9 @@ def _module_code(module: ModuleType) -> CodeType | None:
 
     loader = getattr(module, "__loader__", None)
     if isinstance(loader, BuildLoader):
-        if loader.entry.code:
-            return marshal.loads(loader.entry.code)  # the code the module ran (not the disk's)
+        code = loader.build_code(loader.path)
+        if code is not None:
+            return code  # the code the module ran (not the disk's)
         try:  # compiled at import from the build's source: again, if the file still has it
             data = loader.get_data(loader.path)
         except OSError:

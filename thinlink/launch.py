@@ -29,6 +29,7 @@ import sys
 import time
 
 from hotpatch.fileio import write_atomic
+from hotpatch.image import FORMAT as IMAGE_FORMAT
 from hotpatch.image import MAGIC_NUMBER, signature, source_digest
 from thinlink.errors import CacheDirError, ProjectError
 
@@ -551,7 +552,7 @@ def _script_dir(script: str) -> str:
 
 def image_file(cache_dir: str, build_id: str) -> str:
     """Where the image of build `build_id` is (or will be)."""
-    return os.path.join(cache_dir, "images", f"{build_id}.img")
+    return os.path.join(cache_dir, "images", f"{build_id}.v{IMAGE_FORMAT}.img")
 
 
 def _fresh_image(check: TreeCheck) -> Image | None:

@@ -348,8 +348,8 @@ def test_a_compiled_script_runs_as_under_python(project, image):
 @pytest.mark.parametrize("damage", ["flip", "magic", "missing"])
 def test_a_bad_image_is_a_clear_error(project, image, damage):
     data = image.read_bytes()
-    if damage == "flip":
-        image.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    if damage == "flip":  # in the index, read at start
+        image.write_bytes(data[:30] + bytes([data[30] ^ 0xFF]) + data[31:])
     elif damage == "magic":
         image.write_bytes(b"garbage!" + data[8:])
     else:
@@ -377,3 +377,14 @@ def test_usage_errors(args, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m hotpatch.boot") and err.endswith(f"{message}\n")
+
+
+def test_a_module_whose_code_is_damaged_in_the_image_runs_from_its_source(project, image):
+    # Each module's code is checked when it is imported: the damaged one is compiled
+    # from its source (the program runs as under python) and the image is removed, for
+    # the next build to write again.
+    whole = boot("app.py", cwd=project, image=image)
+    data = image.read_bytes()
+    image.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    same(whole, boot("app.py", cwd=project, image=image))
+    assert whole.returncode == 0 and not image.exists()

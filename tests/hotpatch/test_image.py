@@ -41,10 +41,39 @@ def test_round_trip(tmp_path):
 def test_code_is_kept_marshalled_until_imported(tmp_path):
     write_image(tmp_path / "img", _image(tmp_path))
     (entry,) = read_image(tmp_path / "img").entries.values()
-    assert isinstance(entry.code, bytes)
+    assert isinstance(entry.code, memoryview)  # a view of the mapped file: not copied
     namespace: dict = {}
     exec(marshal.loads(entry.code), namespace)
     assert namespace["X"] == 1
+
+
+def test_a_module_whose_code_is_damaged_fails_its_own_checksum(tmp_path):
+    # Only the index is checked on reading: the damage shows when the module's code is
+    # used, and the image is removed (the next build writes it again).
+    path = tmp_path / "img"
+    write_image(path, _image(tmp_path))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40
+    path.write_bytes(data)
+    image = read_image(path)
+    (entry,) = image.entries.values()
+    assert entry.has_code
+    with pytest.raises(ImageError, match="checksum") as info:
+        entry.code  # noqa: B018
+    assert info.value.path == str(path) and not path.exists()
+
+
+def test_a_damaged_image_is_not_removed_once_another_replaced_it(tmp_path):
+    path = tmp_path / "img"
+    write_image(path, _image(tmp_path))
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40
+    path.write_bytes(data)
+    image = read_image(path)
+    write_image(path, _image(tmp_path))  # a build wrote a new one meanwhile
+    with pytest.raises(ImageError, match="checksum"):
+        image.verify()
+    read_image(path).verify()  # the new one stays, whole
 
 
 def test_entries_are_keyed_by_absolute_normalised_path(tmp_path, monkeypatch):
@@ -90,14 +119,25 @@ def _corrupt(tmp_path, edit) -> str:
         (lambda data: data[:8] + b"\x00\x00\r\n" + data[12:], "another Python version"),
         (lambda data: data[:12], "truncated"),
         (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "checksum"),
-        (lambda data: data[:-5], "checksum"),
+        (lambda data: data[:-5], "truncated"),
+        (lambda data: data[:40], "truncated"),
+        (lambda data: data[:26] + bytes([data[26] ^ 1]) + data[27:], "checksum"),
     ],
-    ids=["magic", "empty", "interpreter", "truncated-header", "flipped-bit", "truncated"],
+    ids=[
+        "magic",
+        "empty",
+        "interpreter",
+        "truncated-header",
+        "flipped-bit",
+        "truncated",
+        "truncated-index",
+        "flipped-index",
+    ],
 )
 def test_bad_images_raise_a_clear_error(tmp_path, edit, message):
     path = _corrupt(tmp_path, edit)
     with pytest.raises(ImageError, match=message) as info:
-        read_image(path)
+        read_image(path).verify()
     assert info.value.path == path
     assert str(info.value).startswith(path)
 
@@ -106,9 +146,9 @@ def test_a_payload_of_the_wrong_shape_is_refused(tmp_path):
     import binascii
     import struct
 
-    payload = marshal.dumps(("build", "root", ["not", "a", "dict"]))
-    header = MAGIC + importlib.util.MAGIC_NUMBER + struct.pack(">I", binascii.crc32(payload))
-    (tmp_path / "img").write_bytes(header + payload)
+    index = marshal.dumps(("build", "root", ["not", "a", "dict"]))
+    fields = struct.pack(">II", binascii.crc32(index), len(index))
+    (tmp_path / "img").write_bytes(MAGIC + importlib.util.MAGIC_NUMBER + fields + index)
     with pytest.raises(ImageError, match="unexpected layout"):
         read_image(tmp_path / "img")
 

@@ -23,7 +23,7 @@ _MADE = {  # directory -> the names of the files a cache writes there
     "builds": re.compile(r"[0-9a-f]+\.manifest"),
     "refs": re.compile(r"[0-9a-f]{16}-[\w.-]+\.(last|last-good)"),
     "trees": re.compile(r"[0-9a-f]{16}-[\w.-]+"),
-    "images": re.compile(r"[0-9a-f]+(\.lazy)?\.img"),
+    "images": re.compile(r"[0-9a-f]+(\.v[0-9]+)?(\.lazy)?\.img"),
 }
 _STORE_FILES = re.compile(r"cache\.db(-wal|-shm|-journal)?")
 _VALUE_FILE = re.compile(r"[0-9a-f]{28}\.val")  # diskcache.Disk.filename

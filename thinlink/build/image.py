@@ -89,7 +89,7 @@ def _readable(path: str, *, quiet: bool = False) -> bool:
     if not os.path.exists(path):
         return False
     try:
-        read_image(path)
+        read_image(path).verify()
         return True
     except ImageError as exc:
         if not quiet:

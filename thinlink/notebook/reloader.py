@@ -4,8 +4,9 @@ What we do. At start the project is built once (incrementally, from its cache), 
 every file is noted, new imports of the project's modules are tracked from then on
 (`hotpatch.provenance.track`: the digest of the very bytes each one ran; those whose
 file still holds the build's bytes load the build's code from its image, as under
-`thinlink run`, instead of compiling), and the modules imported before are adopted (`provenance.adopt`: vouched for by their code). Then,
-each time the kernel asks (before a cell, or from the file watcher during one):
+`thinlink run`, instead of compiling), and the modules imported before are adopted
+(`provenance.adopt`: vouched for by their code). Then, each time the kernel asks (before
+a cell, or from the file watcher during one):
 
 1. `poll()`: modules imported since are taken in (only when `sys.modules` grew), and the
    files of the imported project modules are stat-ed (`files.TrackedFiles`). Nothing
