@@ -238,6 +238,23 @@ def test_a_module_saved_after_loading_and_imported_later_runs_its_file(
     assert loaded.cell("__check = nb_body.greet('x')").value == "'then patched x'"
 
 
+def test_names_added_to_a_star_imported_module_join_the_namespace(loaded: Notebook) -> None:
+    # As `%autoreload 3` does: the cell star-imported the module, so a function saved
+    # into it is there in the next cell; a private name is not, the user's own is kept.
+    loaded.save("nb_star.py", "def one():\n    return 1\n")
+    assert loaded.cell("from nb_star import *\ntwo = 'mine'").error is None
+    loaded.save(
+        "nb_star.py",
+        "def one():\n    return 1\n\n\ndef two():\n    return 2\n\n\n"
+        "def three():\n    return 3\n\n\ndef _hidden():\n    return 0\n",
+    )
+    cell = loaded.cell("__check = (one(), three(), two)")
+    assert cell.value == "(1, 3, 'mine')", cell.output
+    assert "_hidden" not in loaded.shell.user_ns
+    loaded.cell("%thinlink rollback")
+    assert "three" not in loaded.shell.user_ns and loaded.shell.user_ns["two"] == "mine"
+
+
 def test_unloading_leaves_the_import_system_as_it_was(notebook: Notebook) -> None:
     from hotpatch._loader import BuildFinder
 

@@ -29,6 +29,7 @@ from thinlink.launch import find_root
 
 from .messages import PREFIX, status_lines, update_lines
 from .reloader import Prepared, Reloader, Update
+from .starimports import StarImports
 
 __all__ = ["NotebookSession", "ThinlinkMagics", "load", "unload"]
 
@@ -57,6 +58,7 @@ class NotebookSession:
         self._watcher: threading.Thread | None = None
         self._watcher_name = "no watcher"
         self._late = False  # applying, before a cell, what the last one queued
+        self.star_imports = StarImports()
 
     # starting and stopping ----------------------------------------------------------
 
@@ -114,6 +116,9 @@ class NotebookSession:
     def pre_run_cell(self, info: object = None) -> None:
         """Before a cell: apply what was saved since the last one (and what the last one
         queued but never reached a safe point for)."""
+        source = getattr(info, "raw_cell", None)
+        if isinstance(source, str):
+            self.star_imports.note_cell(source)
         try:
             if self.active:
                 self.catch_up()
@@ -152,7 +157,14 @@ class NotebookSession:
                 return None
             update = reloader.update(changed)
             _show(update)
+            self._bring_in(update)
         return update
+
+    def _bring_in(self, update: Update) -> None:
+        """Names the patch added to star-imported modules join the notebook's namespace."""
+        namespace = getattr(self.shell, "user_ns", None)
+        if update.report is not None and namespace is not None:
+            self.star_imports.bring_in(namespace, update.report)
 
     def _take_queued(self, report: hotpatch.PatchReport | None = None) -> None:
         """Take in the queued patch's outcome, once known (under the lock): `report` when
@@ -169,6 +181,7 @@ class NotebookSession:
         update = self.reloader.finish(queued.prepared, report=report, error=item.error)
         during = "(saved during the last cell)" if self._late else "(during the cell)"
         _show(update, during=during)
+        self._bring_in(update)
 
     def _on_patch(self, report: hotpatch.PatchReport) -> None:
         """`hotpatch.on_patch`: the queued patch went live at a safe point (on the main
@@ -266,6 +279,9 @@ class NotebookSession:
             except hotpatch.PatchError as exc:
                 _say(f"{PREFIX}{exc}", error=True)
                 return
+            namespace = getattr(self.shell, "user_ns", None)
+            if namespace is not None:
+                self.star_imports.take_back(namespace, report)
         names = ", ".join(n.replace(":", ".") for n in report.patched + report.added)
         _say(
             f"{PREFIX}rolled back{': ' + names if names else ''}; those modules run their "
