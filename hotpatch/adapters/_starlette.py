@@ -27,8 +27,8 @@ whole (one store), so a request being routed sees the old list or the new.
 An app made by a factory (`create_app()`), which no global holds, is found among the live
 objects (`Patch.instances`).
 
-What doesn't work: a route's own middleware (Starlette's `middleware=`) is not kept where
-the route is rebuilt.
+A route's own middleware (Starlette's `middleware=`), applied when the route was made and
+kept nowhere else, stays around the rebuilt route's new handler.
 """
 
 from __future__ import annotations
@@ -253,13 +253,39 @@ def _rebuild(patch: Patch, route: Any, router: Any, change: FunctionChange | Non
     determines derived again) and take over its state, in place."""
     kwargs = _settings(route, router, change)
     fresh = type(route)(route.path, route.endpoint, **kwargs)
-    old, new = vars(route), vars(fresh)
+    old, new = vars(route), dict(vars(fresh))
+    if "app" in new and "app" in old:
+        new["app"] = _carry_wrappers(patch, old["app"], new["app"])
     for key in [k for k in old if k not in new]:
         patch.delattr(route, key)
     # The handler last: it closes over the rest, which is then in place.
     for key in sorted(new, key=lambda k: k == "app"):
         if old.get(key, _MISSING) is not new[key]:
             patch.setattr(route, key, new[key])
+
+
+def _carry_wrappers(patch: Patch, old_app: Any, new_app: Any) -> Any:
+    """The handler the rebuilt route serves through: the new one, inside the wrappers the
+    old one had that the route cannot make again from its settings (Starlette applies a
+    route's `middleware=` at construction and keeps no list of it)."""
+    old_chain, new_chain = _wrappers(old_app), _wrappers(new_app)
+    if len(old_chain) <= len(new_chain):
+        return new_app  # every wrapper made again
+    innermost = new_chain[-1].app if new_chain else new_app
+    patch.setattr(old_chain[-1], "app", innermost)
+    return old_app
+
+
+def _wrappers(app: Any) -> list[Any]:
+    """The ASGI middleware around a route's handler, outermost first: objects holding
+    the next one as their own `app`, down to the handler (a function)."""
+    chain = []
+    while not inspect.isfunction(app) and "app" in getattr(app, "__dict__", ()):
+        chain.append(app)
+        app = app.app
+        if len(chain) > 100:  # a loop: not a chain of middleware
+            return []
+    return chain if inspect.isfunction(app) else []
 
 
 def _settings(route: Any, router: Any, change: FunctionChange | None) -> dict[str, Any]:

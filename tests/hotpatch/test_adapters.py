@@ -269,3 +269,78 @@ def test_third_party_adapters_come_from_the_entry_point_group(tmp_path: Path) ->
     )
     # Loaded only once its framework is imported; never imported before.
     assert out.stdout.splitlines() == ["[] False", "['demo'] True"]
+
+
+STARLETTE_APP = """\
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+
+class Tag:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def tagged(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-tag", b"on")]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def hello(request):
+    return PlainTextResponse("sync")
+
+
+app = Starlette(routes=[Route("/", hello, middleware=[Middleware(Tag)])])
+"""
+
+
+def asgi_get(app, path: str) -> tuple[str, dict[str, str]]:
+    """(body, headers) of a GET request served by the ASGI `app`, in this process."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return body.decode(), {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def test_a_rebuilt_starlette_route_keeps_its_own_middleware(project) -> None:
+    pytest.importorskip("starlette")
+    p = project({"site_app.py": STARLETTE_APP})
+    module = p.module("site_app")
+    body, headers = asgi_get(module.app, "/")
+    assert body == "sync" and headers["x-tag"] == "on"
+    # Made async: Starlette wraps an endpoint by its kind, so the route is rebuilt.
+    report = p.edit("site_app.py", "def hello(request):", "async def hello(request):")
+    assert any("rebuilt GET /" in line for line in report.adapted), report
+    body, headers = asgi_get(module.app, "/")
+    assert body == "sync" and headers.get("x-tag") == "on", headers
+    hotpatch.rollback()
+    assert asgi_get(module.app, "/")[1]["x-tag"] == "on"
