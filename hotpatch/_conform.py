@@ -9,9 +9,11 @@ What doesn't work: a function's free variables are fixed when it is made, so cod
 free variables cannot go into it (a class member is then rebound on its live class by
 `_rebind`; anything else keeps its old code, and the caller warns). A
 wrapper whose decorator or decorator arguments changed cannot be conformed: the definition
-is re-bound to the new object and references held elsewhere keep the old one. A class whose
-bases, metaclass, `__slots__`, dataclass fields, Enum members or namedtuple fields changed
-needs a restart (`NeedsRestart` unwinds to the transaction, which undoes everything).
+is re-bound to the new object and references held elsewhere keep the old one. An Enum gets
+the members added after its last one (moved onto it from the re-run class). A class whose
+bases, metaclass, `__slots__`, dataclass fields, other Enum members or namedtuple fields
+changed needs a restart (`NeedsRestart` unwinds to the transaction, which undoes
+everything).
 """
 
 from __future__ import annotations
@@ -206,6 +208,8 @@ class Merge:
         if reason:
             raise NeedsRestart(f"{self.label}:{qualname}: {reason}")
         _retarget_class_cell(new, live)
+        if issubclass(live, enum.Enum):
+            self._add_enum_members(live, new, qualname)
         if only is not None:
             self._members(live, new, qualname, only, removed)
             return
@@ -238,6 +242,24 @@ class Merge:
             # Only the class holds a property object: replacing it loses no reference.
             if not issubclass(type(old), property) and self.defined_here(old, sub):
                 self._warn_rebound(sub)
+
+    def _add_enum_members(self, live: type, new: type, qualname: str) -> None:
+        """Move the members `new` adds onto the live Enum: the members held stay the
+        class's, and the new ones are found by name, by value, in iteration and pickles."""
+        for name in enum_additions(live, new) or ():
+            member = new._member_map_[name]  # type: ignore[attr-defined]
+            object.__setattr__(member, "__class__", live)  # made by the throwaway class
+            member.__objclass__ = live
+            member._sort_order_ = len(live._member_names_)  # type: ignore[attr-defined]
+            # The class attribute first: the Enum refuses to set a name it has as a member.
+            # (It is the member, or where a base has that name, a property leading to it.)
+            self.tx.setattr(live, name, new.__dict__.get(name, member))
+            self.tx.setattr(live, "_member_names_", [*live._member_names_, name])  # type: ignore[attr-defined]
+            self.tx.setitem(live._member_map_, name, member)  # type: ignore[attr-defined]
+            self.tx.setitem(live._value2member_map_, member._value_, member)  # type: ignore[attr-defined]
+            sub = f"{self.label}:{qualname}.{name}"
+            self.changes.added.append(sub)
+            self.changes.bindings.append(Binding(sub, "added", new=member))
 
     def _members(
         self, live: type, new: type, qualname: str, only: tuple[str, ...], removed: tuple[str, ...]
@@ -486,12 +508,35 @@ def _class_change(live: type, new: type) -> str | None:
         return "its dataclass fields or parameters changed"
     if live.__dict__.get("_fields") != new.__dict__.get("_fields"):
         return "its namedtuple fields changed"
-    if issubclass(live, enum.Enum):
-        old_members = [(m.name, m.value) for m in live.__members__.values()]  # type: ignore[var-annotated]
-        new_members = [(m.name, m.value) for m in new.__members__.values()]  # type: ignore[attr-defined]
-        if not values_equal(old_members, new_members):
-            return "its Enum members changed"
+    if issubclass(live, enum.Enum) and enum_additions(live, new) is None:
+        return "its Enum members changed (only new members at the end are added in place)"
     return None
+
+
+def enum_additions(live: type, new: type) -> list[str] | None:
+    """The members `new` (a re-run of the Enum `live`) adds after the live ones: [] when
+    the members are the same, None when they changed otherwise (one removed, renamed,
+    reordered or given another value; an alias; a Flag, whose masks derive from all its
+    members; a value that cannot be a dict key)."""
+    old_names: list[str] = live._member_names_  # type: ignore[attr-defined]
+    new_names: list[str] = new._member_names_  # type: ignore[attr-defined]
+    old_map, new_map = live._member_map_, new._member_map_  # type: ignore[attr-defined]
+    if new_names[: len(old_names)] != old_names or len(new_map) - len(new_names) != len(
+        old_map
+    ) - len(old_names):
+        return None
+    old_values = [m._value_ for m in old_map.values()]
+    if not values_equal(old_values, [new_map[n]._value_ for n in old_map]):
+        return None
+    added = new_names[len(old_names) :]
+    if added and issubclass(live, enum.Flag):
+        return None
+    try:
+        if any(new_map[n]._value_ in live._value2member_map_ for n in added):  # type: ignore[attr-defined]
+            return None
+    except TypeError:
+        return None
+    return added
 
 
 def _dataclass_shape(cls: type) -> object:

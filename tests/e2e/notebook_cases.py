@@ -431,16 +431,23 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "restart_enum",
-        "an Enum member added: the reason is shown, the members held stay the class's",
+        "an Enum member added: it joins the live Enum, whose members held stay its own; a "
+        "member's value changed: the reason is shown, the members held stay the class's",
         {"nb_enum.py": ENUM},
         "import nb_enum\nc = nb_enum.Color.RED",
         (
             Step(
                 {"nb_enum.py": ENUM.replace("GREEN = 2", "GREEN = 2\n    BLUE = 3")},
-                "(c is nb_enum.Color.RED, [m.name for m in nb_enum.Color])",
-                (True, ["RED", "GREEN"]),
+                "(c is nb_enum.Color.RED, [m.name for m in nb_enum.Color], "
+                "nb_enum.Color(3) is nb_enum.Color.BLUE)",
+                (True, ["RED", "GREEN", "BLUE"], True),
+            ),
+            Step(
+                {"nb_enum.py": ENUM.replace("RED = 1", "RED = 10") + "    BLUE = 3\n"},
+                "(c is nb_enum.Color.RED, nb_enum.Color.RED.value)",
+                (True, 1),
                 ("(?i)restart",),
-                applied=((True, ["RED", "GREEN", "BLUE"]),),
+                applied=((True, 10),),
             ),
         ),
         needs_restart=True,

@@ -588,6 +588,26 @@ def test_methods_of_enum_dataclass_and_slots_classes_patch_without_restart(run, 
     )
 
 
+@pytest.mark.parametrize("kind", ["Enum", "IntEnum", "StrEnum"])
+def test_enum_members_added_after_the_last_join_the_live_enum(run, kind):
+    value = {"Enum": "'b'", "IntEnum": "2", "StrEnum": "'b'"}[kind]
+    first = {"Enum": "'r'", "IntEnum": "1", "StrEnum": "'r'"}[kind]
+    source = f"import enum\n\n\nclass P(enum.{kind}):\n    RED = {first}\n\n    def label(self):\n"
+    source += "        return self.name.lower()\n"
+    live = run({"m.py": source}, "import m, pickle\nP = m.P\nred = m.P.RED\n")
+    added = source.replace(f"RED = {first}\n", f"RED = {first}\n    BLUE = {value}\n")
+    report = live.edit({"m.py": added})
+    assert report["needs_restart"] is None and report["added"] == ["m:P.BLUE"], report
+    assert live.eval(
+        f"(m.P is P, m.P.RED is red, [x.name for x in m.P], m.P({value}) is m.P.BLUE, "
+        "m.P['BLUE'] is m.P.BLUE, isinstance(m.P.BLUE, P), m.P.BLUE.label(), "
+        "pickle.loads(pickle.dumps(m.P.BLUE)) is m.P.BLUE, len(m.P))"
+    ) == (True, True, ["RED", "BLUE"], True, True, True, "blue", True, 2)
+    # Then removed again: that needs a restart (a held member would stop being one).
+    report = live.edit({"m.py": source})
+    assert report["needs_restart"] and "members" in report["needs_restart"]
+
+
 def test_super_methods(run):
     source = dedent(
         """\
@@ -1156,9 +1176,19 @@ RESTART_CASES = {
         "    y: int = 0\n",
         "fields",
     ),
-    "enum members": (
-        "import enum\n\n\nclass P(enum.Enum):\n    RED = 1\n",
+    "enum member's value": (
         "import enum\n\n\nclass P(enum.Enum):\n    RED = 1\n    BLUE = 2\n",
+        "import enum\n\n\nclass P(enum.Enum):\n    RED = 1\n    BLUE = 3\n",
+        "members",
+    ),
+    "enum member inserted": (
+        "import enum\n\n\nclass P(enum.Enum):\n    RED = 1\n    BLUE = 2\n",
+        "import enum\n\n\nclass P(enum.Enum):\n    RED = 1\n    GREEN = 3\n    BLUE = 2\n",
+        "members",
+    ),
+    "flag member added": (
+        "import enum\n\n\nclass P(enum.Flag):\n    R = 1\n",
+        "import enum\n\n\nclass P(enum.Flag):\n    R = 1\n    W = 2\n",
         "members",
     ),
     "base classes": (

@@ -9,8 +9,9 @@ carries them out:
 - a definition whose decorators changed, and any new definition, is re-run and bound;
 - a class keeps its identity: changed method bodies are code swaps, added or changed
   members are re-created in a scratch class and set on the live one, removed ones are
-  deleted; a change of bases, metaclass, class decorators, dataclass fields, Enum
-  members or `__slots__` needs a restart;
+  deleted; Enum members added after the last one are added to the live Enum; a change
+  of bases, metaclass, class decorators, dataclass fields, other Enum members or
+  `__slots__` needs a restart;
 - an assignment or import that changed is re-run, and after it, in source order,
   every unchanged statement that reads what it binds at definition time (of a class,
   the members that read it are set on the live class; bases reading it are checked by
@@ -34,6 +35,7 @@ from thinlink.build.units import ModuleRecord, Unit, UnitKind
 __all__ = ["CodeChange", "Rerun", "ModulePlan", "plan_module"]
 
 _RESTART_BASES = ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag", "NamedTuple", "TypedDict")
+_APPENDABLE = ("Enum", "IntEnum", "StrEnum")  # members added after the last: in place
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +263,7 @@ def _patch_class(
         reason = f"decorators of class {name} changed"
     elif _is_dataclass(after) and _fields(before.members) != _fields(after.members):
         reason = f"fields of dataclass {name} changed"
-    elif any(b.strip().split(".")[-1] in _RESTART_BASES for b in after.header.split(",")) and (
-        _attributes(before.members) != _attributes(after.members)
-    ):
+    elif _restart_base(after) and not _members_appended(before, after):
         reason = f"members of {name} changed"
     elif _slots(before.members) != _slots(after.members):
         reason = f"__slots__ of {name} changed"
@@ -398,6 +398,25 @@ def _fields_of(members: tuple[Member, ...]) -> list[Member]:
 
 def _is_dataclass(statement: Statement) -> bool:
     return any(d.split("(")[0].endswith("dataclass") for d in statement.decorators)
+
+
+def _restart_base(statement: Statement) -> str | None:
+    """The base of the class `statement` whose members are fixed when it is made, if any."""
+    for base in statement.header.split(","):
+        name = base.strip().split(".")[-1]
+        if name in _RESTART_BASES:
+            return name
+    return None
+
+
+def _members_appended(before: Statement, after: Statement) -> bool:
+    """The class's data members are the same, or only new ones follow the last of them:
+    what the runtime adds to a live Enum in place (not a Flag, whose masks cover all its
+    members, nor a NamedTuple's or TypedDict's fields)."""
+    old, new = _attributes(before.members), _attributes(after.members)
+    if old == new:
+        return True
+    return _restart_base(after) in _APPENDABLE and new[: len(old)] == old
 
 
 def _attributes(members: tuple[Member, ...]) -> list[str]:
