@@ -525,6 +525,8 @@ def enum_additions(live: type, new: type) -> list[str] | None:
         old_map
     ) - len(old_names):
         return None
+    if any(name not in new_map for name in old_map):
+        return None  # an alias renamed or removed
     old_values = [m._value_ for m in old_map.values()]
     if not values_equal(old_values, [new_map[n]._value_ for n in old_map]):
         return None
