@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import marshal
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,14 +48,20 @@ def test_code_is_kept_marshalled_until_imported(tmp_path):
     assert namespace["X"] == 1
 
 
-def test_a_module_whose_code_is_damaged_fails_its_own_checksum(tmp_path):
-    # Only the index is checked on reading: the damage shows when the module's code is
-    # used, and the image is removed (the next build writes it again).
+def _image_with_damaged_code(tmp_path) -> Path:
+    """An image file whose one module's code has a byte changed (its index is whole)."""
     path = tmp_path / "img"
     write_image(path, _image(tmp_path))
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x40
     path.write_bytes(data)
+    return path
+
+
+def test_a_module_whose_code_is_damaged_fails_its_own_checksum(tmp_path):
+    # Only the index is checked on reading: the damage shows when the module's code is
+    # used, and the image is removed (the next build writes it again).
+    path = _image_with_damaged_code(tmp_path)
     image = read_image(path)
     (entry,) = image.entries.values()
     assert entry.has_code
@@ -64,11 +71,7 @@ def test_a_module_whose_code_is_damaged_fails_its_own_checksum(tmp_path):
 
 
 def test_a_damaged_image_is_not_removed_once_another_replaced_it(tmp_path):
-    path = tmp_path / "img"
-    write_image(path, _image(tmp_path))
-    data = bytearray(path.read_bytes())
-    data[-3] ^= 0x40
-    path.write_bytes(data)
+    path = _image_with_damaged_code(tmp_path)
     image = read_image(path)
     write_image(path, _image(tmp_path))  # a build wrote a new one meanwhile
     with pytest.raises(ImageError, match="checksum"):
