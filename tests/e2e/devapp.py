@@ -22,9 +22,36 @@ from pathlib import Path
 
 from .conftest import ENV, default_signals
 
-__all__ = ["DevApp", "TIMEOUT", "descendants", "edit", "wait_until"]
+__all__ = ["DevApp", "TIMEOUT", "descendants", "edit", "polling_project", "wait_until"]
 
 TIMEOUT = 20.0  # seconds for anything the tool should do at once; only reached when broken
+
+# An app that prints START with its pid, then VALUE each time `work.value()` changes.
+POLLING_APP = """\
+import os, time
+import work
+
+print("START", os.getpid(), flush=True)
+last = None
+while True:
+    if work.value() != last:
+        last = work.value()
+        print("VALUE", last, flush=True)
+    time.sleep(0.01)
+"""
+
+
+def polling_project(root: Path) -> Path:
+    """Write a project at `root` (made here): `POLLING_APP` as app.py, and work.py whose
+    `value()` is "v0"."""
+    root.mkdir(parents=True)
+    for name, text in {
+        "pyproject.toml": "",
+        "app.py": POLLING_APP,
+        "work.py": 'def value():\n    return "v0"\n',
+    }.items():
+        (root / name).write_text(text)
+    return root
 
 
 def wait_until(predicate, timeout: float = TIMEOUT, interval: float = 0.01, what: str = ""):  # noqa: ANN001, ANN201

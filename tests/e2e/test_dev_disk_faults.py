@@ -18,31 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .devapp import DevApp, dedent, edit, wait_until
-
-APP = """\
-import os, time
-import work
-
-print("START", os.getpid(), flush=True)
-last = None
-while True:
-    if work.value() != last:
-        last = work.value()
-        print("VALUE", last, flush=True)
-    time.sleep(0.01)
-"""
-
-
-def project(root: Path) -> Path:
-    root.mkdir(parents=True)
-    for name, text in {
-        "pyproject.toml": "",
-        "app.py": APP,
-        "work.py": 'def value():\n    return "v0"\n',
-    }.items():
-        (root / name).write_text(dedent(text))
-    return root
+from .devapp import DevApp, edit, polling_project, wait_until
 
 
 def save(root: Path, old: str, new: str, dev: DevApp) -> None:
@@ -99,7 +75,7 @@ def no_traceback(dev: DevApp) -> None:
 def test_a_full_disk_is_one_line_per_failed_write_and_the_app_keeps_patching(
     tmp_path: Path, small_disk: Path
 ) -> None:
-    root = project(tmp_path / "proj")
+    root = polling_project(tmp_path / "proj")
     dev = DevApp(root, "app.py", cache_dir=small_disk / "cache")
     try:
         first = int(dev.wait_out(r"^START (\d+)$").group(1))
@@ -137,7 +113,7 @@ def test_an_image_directory_that_cannot_be_written_is_one_line_and_the_session_g
     # The cache's image directory replaced by a file (as root, permissions would not stop
     # the write): every image write fails. Said in one line each; patches still go out;
     # with the directory back, the next save writes the image again.
-    root = project(tmp_path / "proj")
+    root = polling_project(tmp_path / "proj")
     cache = tmp_path / "cache"
     dev = DevApp(root, "app.py", cache_dir=cache)
     try:

@@ -33,7 +33,7 @@ from hotpatch.protocol import HELLO, HELLO_LIMIT, MAX_PAYLOAD, NONCE_SIZE, VERSI
 from hotpatch.protocol import new_secret as make_secret
 from thinlink.dev.server import DevServer, Limits
 
-from .devapp import DevApp, dedent, edit, wait_until
+from .devapp import DevApp, edit, polling_project, wait_until
 
 TIMEOUT = 15.0
 
@@ -234,19 +234,6 @@ def test_two_hundred_idle_connections_cost_no_thread(caplog):
 
 # -- a real `thinlink dev` ---------------------------------------------------------------------
 
-APP = """\
-import os, time
-import work
-
-print("START", os.getpid(), flush=True)
-last = None
-while True:
-    if work.value() != last:
-        last = work.value()
-        print("VALUE", last, flush=True)
-    time.sleep(0.01)
-"""
-
 
 def status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (KiB) and Threads of process `pid`."""
@@ -302,14 +289,7 @@ def session_secret(app_pid: int) -> bytes:
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[tuple[DevApp, str, int]]:
-    root = tmp_path / "proj"
-    root.mkdir()
-    for name, text in {
-        "pyproject.toml": "",
-        "app.py": APP,
-        "work.py": 'def value():\n    return "v0"\n',
-    }.items():
-        (root / name).write_text(dedent(text))
+    root = polling_project(tmp_path / "proj")
     with DevApp(root, "-v", "app.py") as dev:
         address = dev.wait_err(r"patches on (\S+)$").group(1)
         app_pid = int(dev.wait_out(r"^START (\d+)$").group(1))
