@@ -56,7 +56,7 @@ from . import cluster
 from .launcher import Launcher
 from .rundir import RunDir
 from .server import Client, DevServer
-from .watch import SETTLE, SourceFilter, backend_name, watch_changes
+from .watch import BURST_QUIET, QUIET, SETTLE, SourceFilter, backend_name, watch_changes
 from .watch import settle as _settle
 
 __all__ = ["DevSession"]
@@ -95,6 +95,7 @@ class DevSession:
         self._interrupts = 0
         self._kill_timer: threading.Timer | None = None
         self._changes: queue.Queue[set[str]] = queue.Queue()  # from the watcher thread
+        self._last_change = 0.0  # time.monotonic() of the watcher's latest batch
 
     # the session ------------------------------------------------------------------
 
@@ -295,6 +296,7 @@ class DevSession:
         for changed in watch_changes(s.watch, source_filter, self._stop, poll=s.poll):
             if self._stop.is_set():
                 return
+            self._last_change = time.monotonic()
             self._changes.put(changed)
 
     def _patch_loop(self) -> None:
@@ -379,13 +381,28 @@ class DevSession:
         _settle(paths, was_whole=self._was_whole)
         result = self.builder.build(changed=paths)
         deadline = time.monotonic() + _SETTLE
-        while time.monotonic() < deadline and (more := self._take_changes()):
+        while more := self._rest_of_burst(paths, deadline):
             if self.verbose and more - paths:  # a save comes as several events: said once
                 console.info(f"{_now()} changed: {', '.join(sorted(more - paths))}")
             paths = paths | more
             _settle(more, was_whole=self._was_whole)
             result = self.builder.build(changed=paths)
         return result, paths
+
+    def _rest_of_burst(self, paths: set[str], deadline: float) -> set[str]:
+        """Saves that belong to the burst `paths` began: those waiting, and those that
+        arrive before the watcher has been quiet for `QUIET` seconds (`BURST_QUIET`
+        once several files changed), or `deadline`. Empty when the burst is over."""
+        quiet = QUIET if len(paths) < 2 else BURST_QUIET
+        if more := self._take_changes():
+            return more
+        wait = min(self._last_change + quiet, deadline) - time.monotonic()
+        if wait <= 0:
+            return set()
+        try:
+            return self._changes.get(timeout=wait) | self._take_changes()
+        except queue.Empty:
+            return set()
 
     def _was_whole(self, path: str) -> bool:
         """The version of `path` the last build read ended with a newline (so one that

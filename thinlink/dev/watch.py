@@ -2,7 +2,9 @@
 
 Tuned for latency: watchfiles yields a batch once no new change arrived for `step`
 milliseconds (default 1, not watchfiles' 50), so a save is seen within a few
-milliseconds, and a burst (a `git checkout` of many files) still arrives as one batch.
+milliseconds. A burst (a `git checkout`, an editor's "save all") can then arrive as
+several batches; the session gathers the batches that follow each other within `QUIET`
+seconds into one patch, while it builds the first.
 Built-in ignores keep virtual environments, VCS directories, caches, build output and
 editor temp files from flooding the watcher.
 """
@@ -21,6 +23,8 @@ import watchfiles
 from thinlink.launch import IGNORED_DIRS, is_ignored_dir
 
 __all__ = [
+    "BURST_QUIET",
+    "QUIET",
     "SETTLE",
     "SourceFilter",
     "looks_cut",
@@ -113,6 +117,13 @@ def watch_changes(
     ):
         yield {path for _, path in batch}
 
+
+# Seconds without a new change that end a burst of saves. A writer descheduled between
+# two files on a loaded machine pauses for a few milliseconds; the build of the first
+# batch runs meanwhile, so a single save pays only what is left of the window. Once a
+# burst has shown itself (two files or more), its pauses get longer to close it.
+QUIET = 0.006
+BURST_QUIET = 0.040
 
 SETTLE = 0.25  # seconds a file that looks half-written gets to be completed
 # More seconds for a file whose last version was whole: an editor (or a test) that
