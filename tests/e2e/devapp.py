@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .conftest import ENV, default_signals
+from .conftest import ENV, default_signals, write
 
 __all__ = ["DevApp", "TIMEOUT", "descendants", "edit", "polling_project", "wait_until"]
 
@@ -44,13 +44,10 @@ while True:
 def polling_project(root: Path) -> Path:
     """Write a project at `root` (made here): `POLLING_APP` as app.py, and work.py whose
     `value()` is "v0"."""
-    root.mkdir(parents=True)
-    for name, text in {
-        "pyproject.toml": "",
-        "app.py": POLLING_APP,
-        "work.py": 'def value():\n    return "v0"\n',
-    }.items():
-        (root / name).write_text(text)
+    write(
+        root,
+        {"pyproject.toml": "", "app.py": POLLING_APP, "work.py": 'def value():\n    return "v0"\n'},
+    )
     return root
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ENV
-from .devapp import TIMEOUT, DevApp, dedent, edit, wait_until
+from .conftest import ENV, write
+from .devapp import TIMEOUT, DevApp, edit, wait_until
 
 APP = """\
 import os, time
@@ -53,13 +53,6 @@ PATCH_LINE = (
     r"\d\d:\d\d:\d\d patched (?P<what>.+): (?P<done>\d+)/(?P<connected>\d+) processes in "
     r"[\d.]+ ms \(rebuild [\d.]+, send [\d.]+, apply [\d.]+\)"
 )
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dedent(text))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import write
 from .devapp import dedent, edit, wait_until
 from .web import Http, free_port
 
@@ -86,10 +87,7 @@ def ws_text(port: int, path: str) -> str:
 @pytest.fixture
 def served(tmp_path: Path, dev_apps):
     root = tmp_path / "api"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("")
-    (root / "app.py").write_text(APP)
-    (root / "users.py").write_text(USERS)
+    write(root, {"pyproject.toml": "", "app.py": APP, "users.py": USERS})
     port = free_port()
     app = dev_apps(root, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port))
     app.wait_err(r"Uvicorn running on")
@@ -194,11 +192,11 @@ def test_fastapi_edits_go_live_under_uvicorn(served) -> None:
 
 def test_a_pydantic_model_change_restarts_with_the_reason(tmp_path: Path, dev_apps) -> None:
     root = tmp_path / "api"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("")
-    (root / "app.py").write_text(
-        dedent(
-            """\
+    write(
+        root,
+        {
+            "pyproject.toml": "",
+            "app.py": """\
             import os
 
             from fastapi import FastAPI
@@ -218,8 +216,8 @@ def test_a_pydantic_model_change_restarts_with_the_reason(tmp_path: Path, dev_ap
             def create(item: Item):
                 fields = sorted(item.model_dump())
                 return {"label": item.label(), "fields": fields, "pid": os.getpid()}
-            """
-        )
+            """,
+        },
     )
     port = free_port()
     app = dev_apps(root, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port))
@@ -244,11 +242,11 @@ def test_an_app_made_by_a_factory_is_kept_in_step(tmp_path: Path, dev_apps) -> N
     # `uvicorn --factory app:create_app`: no module global holds the app, its routes come
     # from a router; signature changes, a new route and the schema reach it all the same.
     root = tmp_path / "api"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("")
-    (root / "app.py").write_text(
-        dedent(
-            """\
+    write(
+        root,
+        {
+            "pyproject.toml": "",
+            "app.py": """\
             from fastapi import FastAPI
 
             from users import router
@@ -258,10 +256,10 @@ def test_an_app_made_by_a_factory_is_kept_in_step(tmp_path: Path, dev_apps) -> N
                 app = FastAPI()
                 app.include_router(router, prefix="/users")
                 return app
-            """
-        )
+            """,
+            "users.py": USERS,
+        },
     )
-    (root / "users.py").write_text(USERS)
     port = free_port()
     app = dev_apps(
         root, "-m", "uvicorn", "--factory", "app:create_app", "--host", "127.0.0.1",

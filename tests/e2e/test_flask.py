@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import write
 from .devapp import TIMEOUT, dedent, edit, wait_until
 from .web import free_port
 
@@ -137,13 +138,11 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, dev_apps):
     if request.param.startswith("gunicorn"):
         pytest.importorskip("gunicorn")
     root = tmp_path / "site"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("")
-    (root / "app.py").write_text(APP)
-    (root / "shop.py").write_text(SHOP)
+    files = {"pyproject.toml": "", "app.py": APP, "shop.py": SHOP}
     # gunicorn 23+ opens a control socket at a fixed path in the home directory: two
     # servers at once would fight over it.
-    (root / "gunicorn.conf.py").write_text("control_socket_disable = True\n")
+    files["gunicorn.conf.py"] = "control_socket_disable = True\n"
+    write(root, files)
     port = free_port()
     if request.param == "flask run":
         args = ["-m", "flask", "--app", "app", "run", "--host", "127.0.0.1", "--port", str(port)]
@@ -246,10 +245,7 @@ def test_an_app_made_by_a_factory_gets_new_blueprint_routes(tmp_path: Path, dev_
     # Flask's tutorial layout: `create_app()` run by `flask --app "app:create_app()"`,
     # the routes on a blueprint. The new route is registered on the live app all the same.
     root = tmp_path / "site"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("")
-    (root / "app.py").write_text(FACTORY)
-    (root / "shop.py").write_text(SHOP)
+    write(root, {"pyproject.toml": "", "app.py": FACTORY, "shop.py": SHOP})
     port = free_port()
     app = dev_apps(
         root, "-m", "flask", "--app", "app:create_app()", "run", "--port", str(port),
